@@ -1,0 +1,1 @@
+//! The benchmark crate; the benchmarks are in `benches/graft.rs`.

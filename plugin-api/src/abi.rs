@@ -1,0 +1,285 @@
+//! The C ABI between a graft host and a plugin: the only types that cross the boundary.
+//!
+//! Everything here is `#[repr(C)]` and made of integers, pointers with lengths and function
+//! pointers. A plugin exports one symbol, [`ENTRY_SYMBOL`], of type [`EntryFn`]; it returns a
+//! pointer to a [`PluginDescriptor`] whose first field is a [`PluginHeader`]. The host reads the
+//! header alone first and refuses the plugin unless the magic number, the ABI version and the
+//! descriptor's size are what it expects; only then does it read the rest.
+//!
+//! # Ownership rules
+//! - Strings in the descriptor ([`RawStr`]) point at `'static` data inside the plugin; the host
+//!   copies them before the library could be unloaded.
+//! - Results and error messages are written into host-owned buffers through a [`WriteSink`]
+//!   callback. No allocation made on one side is freed on the other.
+//! - The instance pointer returned by `create` is owned by the plugin and is freed only by the
+//!   plugin's `destroy`.
+//!
+//! # How this ABI grows
+//! The header's `descriptor_size` and [`HostApi::size`] let later ABI versions append fields
+//! without moving the ones here. The planned next step (ABI version 2) appends, in this order:
+//! the service's dependencies (a pointer and a length of `{name, version requirement}` pairs) and
+//! a state handoff pair (`export_state(instance, sink)` and `import_state(instance, bytes)`) to
+//! [`PluginDescriptor`]; and a `call_service(ctx, service, method, input, sink)` callback to
+//! [`HostApi`], through which a plugin calls another service by name. Each such step bumps
+//! [`ABI_VERSION`] and is listed in the CHANGELOG.
+
+use std::ffi::c_void;
+
+/// The magic number that opens every descriptor: the bytes `GRAFTPLG` read as a little-endian
+/// `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"GRAFTPLG");
+
+/// The version of this ABI. The host refuses a plugin whose header carries another one.
+pub const ABI_VERSION: u32 = 1;
+
+/// The name of the symbol every plugin exports, NUL-terminated for `dlsym`.
+pub const ENTRY_SYMBOL: &[u8] = b"graft_plugin_entry\0";
+
+/// The version of `graft-plugin-api` itself, recorded in every descriptor built with it.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// [`PluginDescriptor::build_flags`] bit: the plugin was built with `panic = "unwind"`.
+///
+/// A plugin without it was built with `panic = "abort"`: its first panic would abort the whole
+/// host process, so the host refuses to load it.
+pub const BUILD_PANIC_UNWIND: u64 = 1 << 0;
+
+/// Status returned by every entry point: success.
+pub const STATUS_OK: i32 = 0;
+/// Status: the service returned an error; its message was written to the error sink.
+pub const STATUS_ERROR: i32 = 1;
+/// Status: the plugin's code panicked; the panic message was written to the error sink.
+pub const STATUS_PANIC: i32 = 2;
+
+/// Log levels passed to [`HostApi::log`], from most to least severe.
+pub mod log_level {
+    /// An error.
+    pub const ERROR: u32 = 1;
+    /// A warning.
+    pub const WARN: u32 = 2;
+    /// Information.
+    pub const INFO: u32 = 3;
+    /// Debugging detail.
+    pub const DEBUG: u32 = 4;
+    /// Tracing detail.
+    pub const TRACE: u32 = 5;
+}
+
+/// The signature of the exported entry symbol.
+pub type EntryFn = unsafe extern "C" fn() -> *const PluginDescriptor;
+
+/// Creates an instance.
+///
+/// On [`STATUS_OK`] the plugin has stored a non-null instance pointer in `*instance_out`.
+/// Otherwise it has written a message to `error` and stored nothing.
+pub type CreateFn = unsafe extern "C" fn(
+    host: *const HostApi,
+    instance_out: *mut *mut c_void,
+    error: *const WriteSink,
+) -> i32;
+
+/// Calls `method` with `input`; the result is written to `output`, an error message to `error`.
+///
+/// May be called from many threads at once on the same instance.
+pub type CallFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    method: RawStr,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32;
+
+/// Runs the instance's health check; a failure's message is written to `error`.
+pub type HealthFn = unsafe extern "C" fn(instance: *mut c_void, error: *const WriteSink) -> i32;
+
+/// Destroys an instance. The host calls it once, after the last call into the instance returned.
+/// The plugin must have stopped every thread it started before it returns.
+pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void, error: *const WriteSink) -> i32;
+
+/// The host's sink for bytes: `write(ctx, data, len)` appends `len` bytes and returns 0, or a
+/// non-zero value when the host could not take them (out of memory).
+pub type WriteFn = unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize) -> i32;
+
+/// Writes one log line on the host's side: `log(ctx, level, message, len)`.
+pub type LogFn =
+    unsafe extern "C" fn(ctx: *const c_void, level: u32, message: *const u8, len: usize);
+
+/// The fixed header that opens every descriptor. The host reads these fields, and only these,
+/// before it has checked them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginHeader {
+    /// Always [`MAGIC`].
+    pub magic: u64,
+    /// The [`ABI_VERSION`] the plugin was built with.
+    pub abi_version: u32,
+    /// `size_of::<PluginDescriptor>()` as the plugin saw it, header included.
+    pub descriptor_size: u32,
+}
+
+/// A borrowed UTF-8 string: a pointer and a length, no terminator.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawStr {
+    /// The first byte; dangling (never null) when `len` is 0.
+    pub ptr: *const u8,
+    /// The length in bytes.
+    pub len: usize,
+}
+
+impl RawStr {
+    /// Borrows `s`. The result is valid for as long as `s` is.
+    pub const fn new(s: &str) -> Self {
+        RawStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Reads the string back.
+    ///
+    /// # Safety
+    /// `ptr` must point at `len` initialised bytes that stay valid and unchanged for `'a`.
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the caller guarantees `ptr` points at `len` bytes valid for 'a; the pointer is
+        // non-null (checked above) and `u8` has no alignment requirement.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Borrowed bytes: a pointer and a length.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawBytes {
+    /// The first byte; may be dangling or null when `len` is 0.
+    pub ptr: *const u8,
+    /// The length in bytes.
+    pub len: usize,
+}
+
+impl RawBytes {
+    /// Borrows `bytes`. The result is valid for as long as `bytes` is.
+    pub const fn new(bytes: &[u8]) -> Self {
+        RawBytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// Reads the bytes back.
+    ///
+    /// # Safety
+    /// `ptr` must point at `len` initialised bytes that stay valid and unchanged for `'a`.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: as in `RawStr::as_bytes`: the caller vouches for `len` valid bytes at a
+        // non-null pointer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A host-owned buffer the plugin appends to through [`WriteSink::write`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct WriteSink {
+    /// Opaque to the plugin; passed back to `write`.
+    pub ctx: *mut c_void,
+    /// Appends bytes to the buffer behind `ctx`.
+    pub write: WriteFn,
+}
+
+/// Services the host offers a plugin, passed to `create` and valid until `destroy` returns.
+///
+/// Only `size` bytes of it exist: a plugin built against a later ABI must not read fields past
+/// `size`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// `size_of::<HostApi>()` as the host saw it.
+    pub size: usize,
+    /// Opaque to the plugin; passed back to every callback.
+    pub ctx: *const c_void,
+    /// Writes a log line into the host's `tracing`, tagged with the service and its version.
+    pub log: LogFn,
+}
+
+/// Everything the host knows about a plugin: identity, versions, build facts and entry points.
+///
+/// The `Option`s around the entry points are there so that the host can check a hand-made
+/// descriptor for null pointers instead of trusting it; the export macro fills every one.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginDescriptor {
+    /// Checked before anything else.
+    pub header: PluginHeader,
+    /// The service this plugin implements, e.g. `greeter`. Callers address it by this name.
+    pub service_name: RawStr,
+    /// This build's own version (semver), e.g. `1.1.0`.
+    pub plugin_version: RawStr,
+    /// The name of the interface the service implements, e.g. `greeter`.
+    pub interface_name: RawStr,
+    /// The semver version of that interface, checked against the host's requirement.
+    pub interface_version: RawStr,
+    /// The version of `graft-plugin-api` the plugin was built with ([`API_VERSION`]).
+    pub api_version: RawStr,
+    /// Facts about the build, as bits: see [`BUILD_PANIC_UNWIND`].
+    pub build_flags: u64,
+    /// Creates an instance.
+    pub create: Option<CreateFn>,
+    /// Calls a method on an instance.
+    pub call: Option<CallFn>,
+    /// Checks an instance's health.
+    pub health: Option<HealthFn>,
+    /// Destroys an instance.
+    pub destroy: Option<DestroyFn>,
+}
+
+// SAFETY: a descriptor is immutable once built, and every pointer in it points at `'static`
+// data (string literals) or at functions, so sharing it between threads cannot race.
+unsafe impl Sync for PluginDescriptor {}
+
+/// The identity a plugin declares, gathered by the export macro.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginIdentity {
+    /// The service name.
+    pub service_name: &'static str,
+    /// The plugin's own version.
+    pub plugin_version: &'static str,
+    /// The interface name.
+    pub interface_name: &'static str,
+    /// The interface's semver version.
+    pub interface_version: &'static str,
+}
+
+impl PluginDescriptor {
+    /// Builds the descriptor for service `S`, with every entry point running `S`'s code under
+    /// `catch_unwind`. `build_flags` must be computed in the plugin crate itself
+    /// ([`crate::export_service!`] does so with `cfg!(panic = "unwind")`).
+    pub const fn for_service<S: crate::Service>(
+        identity: PluginIdentity,
+        build_flags: u64,
+    ) -> Self {
+        PluginDescriptor {
+            header: PluginHeader {
+                magic: MAGIC,
+                abi_version: ABI_VERSION,
+                descriptor_size: std::mem::size_of::<PluginDescriptor>() as u32,
+            },
+            service_name: RawStr::new(identity.service_name),
+            plugin_version: RawStr::new(identity.plugin_version),
+            interface_name: RawStr::new(identity.interface_name),
+            interface_version: RawStr::new(identity.interface_version),
+            api_version: RawStr::new(API_VERSION),
+            build_flags,
+            create: Some(crate::shim::create::<S>),
+            call: Some(crate::shim::call::<S>),
+            health: Some(crate::shim::health::<S>),
+            destroy: Some(crate::shim::destroy::<S>),
+        }
+    }
+}

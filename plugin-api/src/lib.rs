@@ -1,0 +1,129 @@
+//! The contract a graft plugin is built against.
+//!
+//! A graft host loads services from cdylib plugins and replaces them while it keeps serving. This
+//! crate is everything a plugin author needs: the [`Service`] trait, the [`export_service!`]
+//! macro that turns a `Service` into the plugin's C ABI, and the ABI itself in [`abi`].
+//!
+//! # Writing a plugin
+//! 1. Create a library crate and make it a cdylib, depending on this crate only:
+//!    ```toml
+//!    [lib]
+//!    crate-type = ["cdylib"]
+//!
+//!    [dependencies]
+//!    graft-plugin-api = "0.1"
+//!    ```
+//!    Keep the default `panic = "unwind"`: the host refuses a plugin built with
+//!    `panic = "abort"`, whose first panic would take the host process down.
+//! 2. Write a type holding your service's state and implement [`Service`] for it: `create`
+//!    builds it, `call` answers one call by writing into the [`Output`], `health` says whether it
+//!    can serve. Calls arrive on many threads at once, so the type is `Send + Sync`.
+//! 3. Export it with [`export_service!`], naming the service, the plugin's version, and the
+//!    interface it implements with that interface's semver version. Bump the interface's minor
+//!    version for compatible additions and its major version for breaking changes: the host
+//!    only swaps in a build whose interface version satisfies its requirement.
+//! 4. If the plugin starts threads, stop and join them when the service is dropped: the host
+//!    unloads the library after it destroys the instance, and a thread left running in unloaded
+//!    code crashes the host.
+//! 5. Log through the [`Host`] handed to `create`, not through a global logger: the plugin has
+//!    its own copy of every global, invisible to the host.
+//! 6. Build it with `cargo build --release` and hand the `.so` to the host.
+//!
+//! # Example
+//! A complete plugin:
+//! ```
+//! use graft_plugin_api::{Error, Host, Output, Service, export_service};
+//!
+//! pub struct Greeter {
+//!     host: Host,
+//! }
+//!
+//! impl Service for Greeter {
+//!     fn create(host: Host) -> Result<Self, Error> {
+//!         host.info("greeter ready");
+//!         Ok(Greeter { host })
+//!     }
+//!
+//!     fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
+//!         match method {
+//!             "greet" => {
+//!                 let name = std::str::from_utf8(input).map_err(Error::new)?;
+//!                 output.write(format!("hello, {name}").as_bytes())?;
+//!                 Ok(())
+//!             }
+//!             _ => Err(Error::unknown_method(method)),
+//!         }
+//!     }
+//! }
+//!
+//! export_service!(Greeter, name: "greeter", version: "1.0.0", interface: "greeter" @ "1.0.0");
+//! # fn main() {}
+//! ```
+//!
+//! # What crosses the boundary
+//! Only the C types of [`abi`]: integers, pointers with lengths, function pointers and
+//! `#[repr(C)]` structs. The host owns every output buffer and the plugin writes into it
+//! through a callback, so no allocation is freed by the side that did not make it. Every entry
+//! point the macro generates catches panics and reports them as an error with the panic's
+//! message.
+//!
+//! Changing anything in [`abi`] is a boundary change: [`abi::ABI_VERSION`] and the CHANGELOG move
+//! with it.
+#![deny(missing_docs)]
+
+pub mod abi;
+mod service;
+mod shim;
+
+pub use service::{Error, Host, Level, Output, OutputFull, Service};
+
+/// Exports a [`Service`] as this plugin's entry point.
+///
+/// ```text
+/// export_service!(Type, name: "service", version: "1.2.3", interface: "iface" @ "1.0.0");
+/// ```
+///
+/// - `name`: the service's name; callers address it by this name.
+/// - `version`: this build's own semver version (`env!("CARGO_PKG_VERSION")` is a good choice).
+/// - `interface`: the interface's name and its semver version.
+///
+/// The macro defines the `graft_plugin_entry` symbol and a static descriptor, so it may appear
+/// once per plugin.
+#[macro_export]
+macro_rules! export_service {
+    ($service:ty, name: $name:expr, version: $version:expr, interface: $iface:literal @ $iface_version:expr $(,)?) => {
+        #[doc(hidden)]
+        static __GRAFT_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor =
+            $crate::abi::PluginDescriptor::for_service::<$service>(
+                $crate::abi::PluginIdentity {
+                    service_name: $name,
+                    plugin_version: $version,
+                    interface_name: $iface,
+                    interface_version: $iface_version,
+                },
+                $crate::build_flags!(),
+            );
+
+        /// The graft entry point: returns this plugin's descriptor.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn graft_plugin_entry() -> *const $crate::abi::PluginDescriptor {
+            &__GRAFT_PLUGIN_DESCRIPTOR
+        }
+    };
+}
+
+/// The build facts of the crate that expands it, as [`abi::PluginDescriptor::build_flags`] bits.
+///
+/// It must expand in the plugin crate: `cfg!(panic = ...)` reports the strategy of the crate
+/// being compiled.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! build_flags {
+    () => {
+        if cfg!(panic = "unwind") {
+            $crate::abi::BUILD_PANIC_UNWIND
+        } else {
+            0
+        }
+    };
+}

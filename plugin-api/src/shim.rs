@@ -1,0 +1,143 @@
+//! The `extern "C"` entry points the export macro installs in a plugin's descriptor.
+//!
+//! Each one runs the service's code under `catch_unwind`: since Rust 1.81 a panic that reaches
+//! an `extern "C"` boundary aborts the process, which here would be the host's. A panic becomes
+//! [`STATUS_PANIC`] with its message written to the error sink.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::Service;
+use crate::abi::{HostApi, RawBytes, RawStr, STATUS_ERROR, STATUS_OK, STATUS_PANIC, WriteSink};
+use crate::service::{Host, Output, write_to_sink};
+
+/// `CreateFn` for `S`.
+///
+/// # Safety
+/// `host` must be null or valid until `destroy` returns; `instance_out` must be valid for a
+/// write; `error` must point at a valid host sink.
+pub(crate) unsafe extern "C" fn create<S: Service>(
+    host: *const HostApi,
+    instance_out: *mut *mut c_void,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: the caller passes a valid sink (this function's contract).
+    let error = unsafe { &*error };
+    // SAFETY: the caller keeps `host` valid until the instance is destroyed, which outlives
+    // every use the service can make of this `Host`.
+    let host = unsafe { Host::from_raw(host) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| S::create(host)));
+    match outcome {
+        Ok(Ok(service)) => {
+            let instance = Box::into_raw(Box::new(service)).cast::<c_void>();
+            // SAFETY: the caller passes a pointer valid for a write (this function's contract).
+            unsafe { instance_out.write(instance) };
+            STATUS_OK
+        }
+        Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
+        Err(payload) => report_panic(error, payload),
+    }
+}
+
+/// `CallFn` for `S`.
+///
+/// # Safety
+/// `instance` must come from `create::<S>` and not be destroyed yet; `method` and `input` must
+/// describe valid memory for the call; `output` and `error` must point at valid host sinks.
+pub(crate) unsafe extern "C" fn call<S: Service>(
+    instance: *mut c_void,
+    method: RawStr,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: both sinks are valid for the call (this function's contract).
+    let (output, error) = unsafe { (&*output, &*error) };
+    // SAFETY: `instance` is a live `Box<S>` from `create::<S>`; calls only take `&S`, and `S:
+    // Sync` makes concurrent shared access sound.
+    let service = unsafe { &*instance.cast::<S>() };
+    // SAFETY: the caller vouches that `method` and `input` stay valid for this call.
+    let (method, input) = unsafe { (method.as_bytes(), input.as_slice()) };
+    let Ok(method) = std::str::from_utf8(method) else {
+        return report(error, STATUS_ERROR, "method name is not valid UTF-8");
+    };
+    // SAFETY: `output` is a host sink valid for this call.
+    let mut output = unsafe { Output::from_sink(output) };
+    match catch_unwind(AssertUnwindSafe(|| {
+        service.call(method, input, &mut output)
+    })) {
+        Ok(Ok(())) => STATUS_OK,
+        Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
+        Err(payload) => report_panic(error, payload),
+    }
+}
+
+/// `HealthFn` for `S`.
+///
+/// # Safety
+/// `instance` must come from `create::<S>` and not be destroyed yet; `error` must point at a
+/// valid host sink.
+pub(crate) unsafe extern "C" fn health<S: Service>(
+    instance: *mut c_void,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: the sink is valid for the call (this function's contract).
+    let error = unsafe { &*error };
+    // SAFETY: as in `call`: a live `Box<S>`, shared access only.
+    let service = unsafe { &*instance.cast::<S>() };
+    match catch_unwind(AssertUnwindSafe(|| service.health())) {
+        Ok(Ok(())) => STATUS_OK,
+        Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
+        Err(payload) => report_panic(error, payload),
+    }
+}
+
+/// `DestroyFn` for `S`.
+///
+/// # Safety
+/// `instance` must come from `create::<S>`, and no call into it may be running or start later;
+/// `error` must point at a valid host sink.
+pub(crate) unsafe extern "C" fn destroy<S: Service>(
+    instance: *mut c_void,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: the sink is valid for the call (this function's contract).
+    let error = unsafe { &*error };
+    // SAFETY: `instance` is the `Box<S>` leaked by `create::<S>`, and the caller guarantees
+    // nothing uses it any more, so taking ownership back is sound.
+    let service = unsafe { Box::from_raw(instance.cast::<S>()) };
+    match catch_unwind(AssertUnwindSafe(move || drop(service))) {
+        Ok(()) => STATUS_OK,
+        Err(payload) => report_panic(error, payload),
+    }
+}
+
+fn report(error: &WriteSink, status: i32, message: &str) -> i32 {
+    // If the host cannot take the message it still gets the status, which is what matters.
+    let _ = write_to_sink(error, message.as_bytes());
+    status
+}
+
+fn report_panic(error: &WriteSink, payload: Box<dyn Any + Send>) -> i32 {
+    let status = {
+        let message = panic_message(payload.as_ref());
+        report(error, STATUS_PANIC, message)
+    };
+    // Dropping the payload runs its destructor, which could panic in turn; a payload of that
+    // second panic is leaked rather than dropped, so nothing can unwind out of here.
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+    status
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "panic with a non-string payload"
+    }
+}

@@ -1,0 +1,9 @@
+//! The greeter service, version 2.0.0: a breaking update (interface greeter 2.0.0).
+
+const VERSION: &str = "2.0.0";
+const FAIL_CREATE: bool = false;
+const FAIL_HEALTH: bool = false;
+
+include!("../../shared/greeter.rs");
+
+graft_plugin_api::export_service!(Greeter, name: "greeter", version: VERSION, interface: "greeter" @ "2.0.0");

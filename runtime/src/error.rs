@@ -1,0 +1,462 @@
+//! The runtime's one error type: every failure names what failed, where, and which version.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use semver::{Version, VersionReq};
+
+use crate::GenerationId;
+
+/// Everything that can go wrong in the runtime.
+///
+/// Each variant carries the context a caller needs to act without guessing: the file, the
+/// service and its version, the expected and found values. Plugin failures name the plugin's
+/// service and version.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A filesystem operation failed.
+    Io {
+        /// What the runtime was doing, e.g. `"staging"`.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The path is not a regular file.
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file does not start with the ELF magic number.
+    NotElf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is ELF but not a shared object this host can load.
+    WrongElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, e.g. `"built for machine 183, this host is 62"`.
+        reason: String,
+    },
+    /// The file ends before the headers it declares do: a truncated or half-written library.
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The size the headers need.
+        needed: u64,
+        /// The file's actual size.
+        size: u64,
+    },
+    /// `dlopen` refused the file.
+    Open {
+        /// The staged copy that was opened.
+        path: PathBuf,
+        /// The loader's error.
+        source: libloading::Error,
+    },
+    /// The library does not export a symbol the runtime needs.
+    MissingSymbol {
+        /// The file.
+        path: PathBuf,
+        /// The symbol's name.
+        symbol: &'static str,
+        /// The loader's error.
+        source: libloading::Error,
+    },
+    /// The descriptor does not start with graft's magic number.
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The magic number found.
+        found: u64,
+    },
+    /// The plugin speaks another ABI version.
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The ABI version of this host.
+        expected: u32,
+        /// The ABI version of the plugin.
+        found: u32,
+    },
+    /// A field of the descriptor is missing or malformed.
+    InvalidDescriptor {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The plugin was built with `panic = "abort"`: its first panic would abort the host.
+    PanicAbortBuild {
+        /// The file.
+        path: PathBuf,
+        /// The service it declares.
+        service: String,
+        /// Its version.
+        version: Version,
+    },
+    /// No service of that name is loaded.
+    UnknownService {
+        /// The name asked for.
+        service: String,
+    },
+    /// A service of that name is loaded already; use a swap to replace it.
+    AlreadyLoaded {
+        /// The service.
+        service: String,
+        /// The version serving it.
+        version: Version,
+    },
+    /// The file declares another service than the one being swapped.
+    ServiceMismatch {
+        /// The service being swapped.
+        expected: String,
+        /// The service the file declares.
+        found: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file implements another interface than the service's.
+    InterfaceMismatch {
+        /// The service.
+        service: String,
+        /// The interface the service implements.
+        expected: String,
+        /// The interface the file implements.
+        found: String,
+    },
+    /// The new build's interface version does not satisfy the service's requirement.
+    IncompatibleInterface {
+        /// The service.
+        service: String,
+        /// The requirement.
+        required: VersionReq,
+        /// The interface version of the new build.
+        found: Version,
+        /// The new build's plugin version.
+        plugin_version: Version,
+    },
+    /// The new build has the version that is serving already.
+    SameVersion {
+        /// The service.
+        service: String,
+        /// The version.
+        version: Version,
+    },
+    /// The plugin's constructor failed or panicked.
+    CreateFailed {
+        /// The service.
+        service: String,
+        /// The version whose constructor failed.
+        version: Version,
+        /// The plugin's message.
+        message: String,
+        /// Whether the constructor panicked (as opposed to returning an error).
+        panicked: bool,
+    },
+    /// The health check of a new instance failed or panicked, so it was not published.
+    HealthCheckFailed {
+        /// The service.
+        service: String,
+        /// The version that failed it.
+        version: Version,
+        /// The plugin's message.
+        message: String,
+    },
+    /// A call returned an error.
+    CallFailed {
+        /// The service.
+        service: String,
+        /// The version that answered.
+        version: Version,
+        /// The method called.
+        method: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The plugin panicked during a call; the host caught it and keeps serving.
+    PluginPanicked {
+        /// The service.
+        service: String,
+        /// The version that panicked.
+        version: Version,
+        /// The method called.
+        method: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// An entry point returned a status the ABI does not define.
+    InvalidStatus {
+        /// The service.
+        service: String,
+        /// The version.
+        version: Version,
+        /// The entry point, e.g. `"call"`.
+        entry: &'static str,
+        /// The status.
+        status: i32,
+    },
+    /// The host could not allocate room for a plugin's output.
+    OutputTooLarge {
+        /// The service.
+        service: String,
+        /// The version.
+        version: Version,
+        /// The method called.
+        method: String,
+    },
+    /// A rollback was asked for, but no earlier generation is kept.
+    NoRollbackTarget {
+        /// The service.
+        service: String,
+    },
+    /// Calls still ran in a generation when the deadline to wait for its drain passed. Nothing
+    /// was forced: the generation stays loaded until its last call returns.
+    DrainTimeout {
+        /// The service.
+        service: String,
+        /// The version of the generation.
+        version: Version,
+        /// The generation.
+        generation: GenerationId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The generation was still loaded when the deadline to wait for its unloading passed.
+    UnloadTimeout {
+        /// The service.
+        service: String,
+        /// The version of the generation.
+        version: Version,
+        /// The generation.
+        generation: GenerationId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The runtime's background thread could not be started.
+    Thread {
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => {
+                write!(f, "{action} {}: {source}", path.display())
+            }
+            Error::NotAFile { path } => write!(f, "{} is not a regular file", path.display()),
+            Error::NotElf { path } => {
+                write!(
+                    f,
+                    "{} is not an ELF file (wrong magic number)",
+                    path.display()
+                )
+            }
+            Error::WrongElf { path, reason } => {
+                write!(
+                    f,
+                    "{} is not a shared library for this host: {reason}",
+                    path.display()
+                )
+            }
+            Error::Truncated { path, needed, size } => write!(
+                f,
+                "{} is truncated: its headers need {needed} bytes but the file has {size}",
+                path.display()
+            ),
+            Error::Open { path, source } => {
+                write!(f, "loading {} failed: {source}", path.display())
+            }
+            Error::MissingSymbol { path, symbol, .. } => {
+                write!(
+                    f,
+                    "{} does not export the symbol `{symbol}`",
+                    path.display()
+                )
+            }
+            Error::BadMagic { path, found } => write!(
+                f,
+                "{} is not a graft plugin: descriptor magic is {found:#018x}, expected {:#018x}",
+                path.display(),
+                graft_plugin_api::abi::MAGIC
+            ),
+            Error::AbiMismatch {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{} speaks graft ABI version {found}, this host speaks version {expected}",
+                path.display()
+            ),
+            Error::InvalidDescriptor {
+                path,
+                field,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{} has an invalid descriptor field `{field}`: {reason}",
+                    path.display()
+                )
+            }
+            Error::PanicAbortBuild {
+                path,
+                service,
+                version,
+            } => write!(
+                f,
+                "{service} {version} ({}) was built with panic = \"abort\" and would abort the host on its first panic",
+                path.display()
+            ),
+            Error::UnknownService { service } => {
+                write!(f, "no service named `{service}` is loaded")
+            }
+            Error::AlreadyLoaded { service, version } => {
+                write!(
+                    f,
+                    "service `{service}` is already loaded at version {version}"
+                )
+            }
+            Error::ServiceMismatch {
+                expected,
+                found,
+                path,
+            } => write!(
+                f,
+                "{} provides service `{found}`, not `{expected}`",
+                path.display()
+            ),
+            Error::InterfaceMismatch {
+                service,
+                expected,
+                found,
+            } => write!(
+                f,
+                "service `{service}` implements interface `{expected}`, the new build implements `{found}`"
+            ),
+            Error::IncompatibleInterface {
+                service,
+                required,
+                found,
+                plugin_version,
+            } => write!(
+                f,
+                "service `{service}` requires interface version {required}, build {plugin_version} implements {found}"
+            ),
+            Error::SameVersion { service, version } => {
+                write!(
+                    f,
+                    "service `{service}` is already serving version {version}"
+                )
+            }
+            Error::CreateFailed {
+                service,
+                version,
+                message,
+                panicked: true,
+            } => {
+                write!(f, "{service} {version} panicked while starting: {message}")
+            }
+            Error::CreateFailed {
+                service,
+                version,
+                message,
+                panicked: false,
+            } => {
+                write!(f, "{service} {version} failed to start: {message}")
+            }
+            Error::HealthCheckFailed {
+                service,
+                version,
+                message,
+            } => {
+                write!(f, "{service} {version} failed its health check: {message}")
+            }
+            Error::CallFailed {
+                service,
+                version,
+                method,
+                message,
+            } => {
+                write!(f, "{service} {version} failed in `{method}`: {message}")
+            }
+            Error::PluginPanicked {
+                service,
+                version,
+                method,
+                message,
+            } => {
+                write!(f, "{service} {version} panicked in `{method}`: {message}")
+            }
+            Error::InvalidStatus {
+                service,
+                version,
+                entry,
+                status,
+            } => {
+                write!(
+                    f,
+                    "{service} {version} returned undefined status {status} from `{entry}`"
+                )
+            }
+            Error::OutputTooLarge {
+                service,
+                version,
+                method,
+            } => {
+                write!(
+                    f,
+                    "{service} {version}: no memory for the output of `{method}`"
+                )
+            }
+            Error::NoRollbackTarget { service } => {
+                write!(
+                    f,
+                    "service `{service}` has no earlier generation to roll back to"
+                )
+            }
+            Error::DrainTimeout {
+                service,
+                version,
+                generation,
+                waited,
+            } => write!(
+                f,
+                "{service} {version} (generation {generation}) still has calls running after {waited:?}"
+            ),
+            Error::UnloadTimeout {
+                service,
+                version,
+                generation,
+                waited,
+            } => write!(
+                f,
+                "{service} {version} (generation {generation}) is still loaded after {waited:?}"
+            ),
+            Error::Thread { source } => write!(f, "starting the runtime's thread failed: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::Thread { source } => Some(source),
+            Error::Open { source, .. } | Error::MissingSymbol { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

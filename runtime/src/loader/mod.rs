@@ -1,0 +1,374 @@
+//! Turning a file into a checked, loaded plugin: validate, stage, `dlopen`, read the descriptor.
+//!
+//! This is the only module that calls `libloading`. It hands out [`Plugin`], which owns the
+//! library together with the function pointers taken from it, so that no pointer into the
+//! library can outlive the handle that keeps it mapped.
+//!
+//! Order of work for [`Loader::load`]:
+//! 1. refuse anything that is not a regular file;
+//! 2. copy it to a unique path in the staging directory (`dlopen` hands back the library it
+//!    already has for a path or inode it has seen, so a rebuilt file at the same path would give
+//!    the old code back; a copy, unlike a hard link, is also safe from a later in-place write to
+//!    the source file, which would rewrite code that is mapped and running);
+//! 3. check the staged copy's ELF headers ([`elf`]) so that a bad file is refused before its
+//!    initialisers run;
+//! 4. `dlopen` it with `RTLD_NOW | RTLD_LOCAL`, look up the entry symbol, read and check the
+//!    header, then the rest of the descriptor.
+//!
+//! Any failure removes the staged copy.
+
+pub(crate) mod elf;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use graft_plugin_api::abi::{
+    ABI_VERSION, BUILD_PANIC_UNWIND, CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HealthFn,
+    MAGIC, PluginDescriptor, PluginHeader, RawStr,
+};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use semver::Version;
+
+use crate::Error;
+use elf::ElfProblem;
+
+/// The longest string the runtime accepts in a descriptor.
+const MAX_DESCRIPTOR_STR: usize = 1024;
+
+/// What a plugin declares about itself, copied out of its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The service it implements.
+    pub service: String,
+    /// Its own version.
+    pub plugin_version: Version,
+    /// The interface it implements.
+    pub interface: String,
+    /// That interface's version.
+    pub interface_version: Version,
+    /// The `graft-plugin-api` version it was built with.
+    pub api_version: Version,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// The staged copy that is mapped.
+    pub staged: PathBuf,
+}
+
+/// The entry points of a loaded plugin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryPoints {
+    pub create: CreateFn,
+    pub call: CallFn,
+    pub health: HealthFn,
+    pub destroy: DestroyFn,
+}
+
+/// A loaded, checked plugin library.
+///
+/// Invariant: `entry` points into `library`; both live and die together here, and the library
+/// is closed only when this value is dropped. Whoever copies a function pointer out of `entry`
+/// must keep this `Plugin` (through the `Generation` that owns it) alive for as long as it may
+/// call it.
+#[derive(Debug)]
+pub(crate) struct Plugin {
+    info: PluginInfo,
+    entry: EntryPoints,
+    library: Option<Library>,
+}
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn entry(&self) -> EntryPoints {
+        self.entry
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if let Some(library) = self.library.take()
+            && let Err(error) = library.close()
+        {
+            tracing::warn!(
+                service = %self.info.service,
+                version = %self.info.plugin_version,
+                %error,
+                "closing the plugin library failed"
+            );
+        }
+        remove_staged(&self.info.staged);
+    }
+}
+
+/// Loads plugins from files, staging each under a unique path.
+#[derive(Debug)]
+pub(crate) struct Loader {
+    staging: PathBuf,
+    next: AtomicU64,
+}
+
+impl Loader {
+    pub fn new(staging: PathBuf) -> Self {
+        Loader {
+            staging,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Stages, checks and opens the plugin at `source`.
+    pub fn load(&self, source: &Path) -> Result<Plugin, Error> {
+        let metadata = std::fs::metadata(source)
+            .map_err(|e| io_error("reading the metadata of", source, e))?;
+        if !metadata.is_file() {
+            return Err(Error::NotAFile {
+                path: source.to_path_buf(),
+            });
+        }
+        let staged = self.stage(source)?;
+        match open_staged(source, &staged) {
+            Ok(plugin) => Ok(plugin),
+            Err(error) => {
+                remove_staged(&staged);
+                Err(error)
+            }
+        }
+    }
+
+    fn stage(&self, source: &Path) -> Result<PathBuf, Error> {
+        let stem = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let staged = self
+            .staging
+            .join(format!("{stem}.{}.{n}.so", std::process::id()));
+        std::fs::copy(source, &staged).map_err(|e| {
+            remove_staged(&staged);
+            io_error("staging", source, e)
+        })?;
+        Ok(staged)
+    }
+}
+
+fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
+    check_elf(staged, source)?;
+    // SAFETY: loading a library runs its initialisers, which can do anything; the runtime's
+    // contract (documented on `Runtime::load`) is that loading a file is trusting it. The file is
+    // a private staged copy that passed the ELF checks above, so it is at least a complete shared
+    // object for this machine.
+    let library =
+        unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| Error::Open {
+            path: staged.to_path_buf(),
+            source: e,
+        })?;
+    // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
+    // name with another type breaks the ABI, which loading it trusts it not to.
+    let entry =
+        unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| Error::MissingSymbol {
+            path: source.to_path_buf(),
+            symbol: "graft_plugin_entry",
+            source: e,
+        })?;
+    // SAFETY: `entry` is the plugin's entry point, which takes nothing and returns a pointer; it
+    // is called while `library` is open.
+    let descriptor = unsafe { entry() };
+    // SAFETY: `descriptor` came from the entry point of `library`, which stays open for as long
+    // as the returned references are used (they are copied into owned values below).
+    let (info, entry) = unsafe { read_descriptor(descriptor, source, staged) }?;
+    Ok(Plugin {
+        info,
+        entry,
+        library: Some(library),
+    })
+}
+
+/// Reads and checks the descriptor: the header first, and the rest only once the header is
+/// known to be graft's and of this ABI version.
+///
+/// # Safety
+/// `raw` must be what the entry point of a library returned, and that library must stay open
+/// during the call.
+unsafe fn read_descriptor(
+    raw: *const PluginDescriptor,
+    source: &Path,
+    staged: &Path,
+) -> Result<(PluginInfo, EntryPoints), Error> {
+    let invalid = |field: &'static str, reason: String| Error::InvalidDescriptor {
+        path: source.to_path_buf(),
+        field,
+        reason,
+    };
+    if raw.is_null() {
+        return Err(invalid(
+            "descriptor",
+            "the entry point returned a null pointer".to_owned(),
+        ));
+    }
+    if !raw.cast::<PluginHeader>().is_aligned() {
+        return Err(invalid("descriptor", format!("misaligned pointer {raw:p}")));
+    }
+    // SAFETY: `raw` is non-null and aligned, and every graft descriptor starts with a
+    // `PluginHeader`; only the header is read until its fields are checked.
+    let header = unsafe { raw.cast::<PluginHeader>().read() };
+    if header.magic != MAGIC {
+        return Err(Error::BadMagic {
+            path: source.to_path_buf(),
+            found: header.magic,
+        });
+    }
+    if header.abi_version != ABI_VERSION {
+        return Err(Error::AbiMismatch {
+            path: source.to_path_buf(),
+            expected: ABI_VERSION,
+            found: header.abi_version,
+        });
+    }
+    let expected = std::mem::size_of::<PluginDescriptor>();
+    if (header.descriptor_size as usize) < expected {
+        return Err(invalid(
+            "header.descriptor_size",
+            format!(
+                "{} bytes, ABI version {ABI_VERSION} needs {expected}",
+                header.descriptor_size
+            ),
+        ));
+    }
+    // SAFETY: the header says this is a graft descriptor of our ABI version and at least as
+    // large as our `PluginDescriptor`, so the whole struct may be read.
+    let descriptor = unsafe { &*raw };
+    // SAFETY: the strings of a checked descriptor point at static data inside the library,
+    // which the caller keeps open during this call; each is copied into an owned value.
+    let (service, plugin_version, interface, interface_version, api_version) = unsafe {
+        (
+            text(descriptor.service_name, "service_name", source)?,
+            version(descriptor.plugin_version, "plugin_version", source)?,
+            text(descriptor.interface_name, "interface_name", source)?,
+            version(descriptor.interface_version, "interface_version", source)?,
+            version(descriptor.api_version, "api_version", source)?,
+        )
+    };
+    if service.is_empty() {
+        return Err(invalid("service_name", "empty".to_owned()));
+    }
+    if descriptor.build_flags & BUILD_PANIC_UNWIND == 0 {
+        return Err(Error::PanicAbortBuild {
+            path: source.to_path_buf(),
+            service,
+            version: plugin_version,
+        });
+    }
+    let missing = |field: &'static str| invalid(field, "null entry point".to_owned());
+    let entry = EntryPoints {
+        create: descriptor.create.ok_or_else(|| missing("create"))?,
+        call: descriptor.call.ok_or_else(|| missing("call"))?,
+        health: descriptor.health.ok_or_else(|| missing("health"))?,
+        destroy: descriptor.destroy.ok_or_else(|| missing("destroy"))?,
+    };
+    let info = PluginInfo {
+        service,
+        plugin_version,
+        interface,
+        interface_version,
+        api_version,
+        source: source.to_path_buf(),
+        staged: staged.to_path_buf(),
+    };
+    Ok((info, entry))
+}
+
+/// Copies a descriptor string, refusing null pointers, absurd lengths and invalid UTF-8.
+///
+/// # Safety
+/// A non-null `raw.ptr` must point at `raw.len` bytes that are valid during the call.
+unsafe fn text(raw: RawStr, field: &'static str, source: &Path) -> Result<String, Error> {
+    let invalid = |reason: String| Error::InvalidDescriptor {
+        path: source.to_path_buf(),
+        field,
+        reason,
+    };
+    if raw.len > MAX_DESCRIPTOR_STR {
+        return Err(invalid(format!(
+            "{} bytes long, at most {MAX_DESCRIPTOR_STR}",
+            raw.len
+        )));
+    }
+    if raw.ptr.is_null() && raw.len > 0 {
+        return Err(invalid("null pointer".to_owned()));
+    }
+    // SAFETY: non-null (checked) and, by the caller's contract, valid for `len` bytes.
+    let bytes = unsafe { raw.as_bytes() };
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| invalid(format!("not UTF-8: {e}")))
+}
+
+/// Copies and parses a descriptor's semver string.
+///
+/// # Safety
+/// As for [`text`].
+unsafe fn version(raw: RawStr, field: &'static str, source: &Path) -> Result<Version, Error> {
+    // SAFETY: the caller's contract is `text`'s.
+    let s = unsafe { text(raw, field, source) }?;
+    Version::parse(&s).map_err(|e| Error::InvalidDescriptor {
+        path: source.to_path_buf(),
+        field,
+        reason: format!("`{s}` is not a semver version: {e}"),
+    })
+}
+
+/// Checks the staged copy's ELF headers; errors name the source file the operator gave.
+fn check_elf(staged: &Path, source: &Path) -> Result<(), Error> {
+    let mut file = File::open(staged).map_err(|e| io_error("opening", staged, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| io_error("reading the metadata of", staged, e))?
+        .len();
+    let mut prefix = Vec::with_capacity(elf::HEADER_LEN);
+    file.by_ref()
+        .take(elf::HEADER_LEN as u64)
+        .read_to_end(&mut prefix)
+        .map_err(|e| io_error("reading", staged, e))?;
+    let to_error = |problem: ElfProblem| match problem {
+        ElfProblem::NotElf => Error::NotElf {
+            path: source.to_path_buf(),
+        },
+        ElfProblem::Wrong(reason) => Error::WrongElf {
+            path: source.to_path_buf(),
+            reason,
+        },
+        ElfProblem::Truncated { needed } => Error::Truncated {
+            path: source.to_path_buf(),
+            needed,
+            size,
+        },
+    };
+    let headers = elf::check_header(&prefix, size).map_err(to_error)?;
+    let mut table = vec![0u8; headers.len() as usize];
+    file.read_exact_at(&mut table, headers.offset)
+        .map_err(|e| io_error("reading", staged, e))?;
+    elf::check_segments(&table, size).map_err(to_error)
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn remove_staged(staged: &Path) {
+    match std::fs::remove_file(staged) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(path = %staged.display(), %error, "removing a staged plugin failed")
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The reaper: the runtime's one background thread, which unloads generations that left the
+//! history once their last call has returned, and reports drains that miss their deadline.
+//!
+//! It is driven by one closed enum of events. Unloading runs here rather than on whichever
+//! caller thread happened to finish the last call, so a caller never pays for a `dlclose`.
+//! Waiting is not forced: a drain past its deadline is reported once and waited for still.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::Error;
+use crate::generation::{Generation, GenerationId};
+
+/// What the reaper is told.
+#[derive(Debug)]
+pub(crate) enum ReaperEvent {
+    /// The generation left the history; unload it once drained.
+    Retire(Arc<Generation>),
+    /// The last lease of a retired generation was dropped.
+    Drained(GenerationId),
+    /// Stop: the runtime is being dropped.
+    Shutdown,
+}
+
+/// Owns the reaper thread: tells it to stop and joins it on drop.
+#[derive(Debug)]
+pub(crate) struct Reaper {
+    events: Sender<ReaperEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reaper {
+    pub fn start(drain_deadline: Duration) -> Result<Reaper, Error> {
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("graft-reaper".to_owned())
+            .spawn(move || run(&inbox, drain_deadline))
+            .map_err(|source| Error::Thread { source })?;
+        Ok(Reaper {
+            events,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn sender(&self) -> Sender<ReaperEvent> {
+        self.events.clone()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.events.send(ReaperEvent::Shutdown);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the graft reaper thread panicked");
+        }
+    }
+}
+
+struct Pending {
+    generation: Arc<Generation>,
+    deadline: Instant,
+    reported: bool,
+}
+
+fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
+    let mut pending: HashMap<GenerationId, Pending> = HashMap::new();
+    loop {
+        let next_deadline = pending
+            .values()
+            .filter(|p| !p.reported)
+            .map(|p| p.deadline)
+            .min();
+        let event = match next_deadline {
+            Some(deadline) => match inbox.recv_deadline(deadline) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => {
+                    report_overdue(&mut pending, drain_deadline);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match inbox.recv() {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+        };
+        match event {
+            ReaperEvent::Retire(generation) => {
+                if !generation.is_drained() {
+                    let deadline = Instant::now() + drain_deadline;
+                    pending.insert(
+                        generation.id(),
+                        Pending {
+                            generation,
+                            deadline,
+                            reported: false,
+                        },
+                    );
+                }
+                // Otherwise `generation` is dropped here: destroyed and unloaded on this thread.
+            }
+            ReaperEvent::Drained(id) => {
+                // A generation drained before its `Retire` arrived is not pending; its `Retire`
+                // finds it drained and drops it then.
+                if pending.get(&id).is_some_and(|p| p.generation.is_drained()) {
+                    pending.remove(&id);
+                }
+            }
+            ReaperEvent::Shutdown => break,
+        }
+    }
+    // Events still queued may hold generations, and each generation holds a sender of this
+    // channel: drop them now, or that cycle would keep them loaded for ever.
+    while let Ok(event) = inbox.try_recv() {
+        drop(event);
+    }
+    // Generations still draining are released here; each is unloaded by whichever thread drops
+    // its last reference, which can only happen once its last call has returned.
+}
+
+fn report_overdue(pending: &mut HashMap<GenerationId, Pending>, drain_deadline: Duration) {
+    let now = Instant::now();
+    for p in pending
+        .values_mut()
+        .filter(|p| !p.reported && p.deadline <= now)
+    {
+        p.reported = true;
+        let info = p.generation.info();
+        tracing::warn!(
+            service = %info.service,
+            version = %info.plugin_version,
+            generation = %p.generation.id(),
+            deadline = ?drain_deadline,
+            "drain deadline missed: calls are still running in a retired generation; it stays loaded until they return"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! The integration-test modules and the helpers they share.
+
+mod drain;
+mod panics;
+mod refusals;
+mod stress;
+mod swap;
+
+use std::path::{Path, PathBuf};
+
+use graft_runtime::{Runtime, RuntimeBuilder};
+use graft_tests::Fixture;
+use tempfile::TempDir;
+
+/// A test's private directory with a runtime staging into it.
+pub struct Setup {
+    pub dir: TempDir,
+    pub runtime: Runtime,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        Setup::with(Runtime::builder())
+    }
+
+    pub fn with(builder: RuntimeBuilder) -> Setup {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let runtime = builder
+            .staging_dir(dir.path().join("staging"))
+            .build()
+            .expect("runtime");
+        Setup { dir, runtime }
+    }
+
+    /// Copies `fixture`'s library into this test's directory.
+    pub fn copy(&self, fixture: Fixture) -> PathBuf {
+        graft_tests::copy_to(fixture, self.dir.path(), &fixture.file_name()).expect("fixture")
+    }
+
+    /// The files in the staging directory.
+    pub fn staged_files(&self) -> usize {
+        std::fs::read_dir(self.runtime.staging_dir())
+            .expect("staging directory")
+            .count()
+    }
+}
+
+/// What greeter `version` answers to `greet` with input `name`.
+pub fn greeting(name: &str, version: &str) -> Vec<u8> {
+    format!("hello, {name} from greeter {version}").into_bytes()
+}
+
+/// Whether `path` is mapped into this process, according to /proc/self/maps.
+pub fn mapped(path: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    let needle = path.to_str().expect("utf-8 path");
+    maps.lines().any(|line| line.contains(needle))
+}
+
+/// A generous bound for waits that should finish at once; only a broken runtime reaches it.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);

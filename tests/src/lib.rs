@@ -1,0 +1,168 @@
+//! The fixture catalog: builds the example and fixture plugins of `plugins/` once and says where
+//! their libraries are.
+//!
+//! The integration tests, the benchmarks and the demo all need the plugins as `.so` files, and a
+//! plain `cargo test` does not produce a cdylib's library. The first call to [`path`] in a
+//! process runs one `cargo build --profile plugin` for every fixture, into a target directory of
+//! its own (`<target>/graft-plugins`) so that it never waits on the lock of the outer cargo
+//! command that is running the tests. Cargo makes a rebuild of unchanged plugins a no-op.
+//!
+//! Tests that modify or delete a plugin file work on a copy ([`copy_to`]), never on the built
+//! library itself.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One plugin of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fixture {
+    /// greeter 1.0.0, interface greeter 1.0.0.
+    Greeter1_0,
+    /// greeter 1.1.0, interface greeter 1.1.0: compatible with 1.0.
+    Greeter1_1,
+    /// greeter 2.0.0, interface greeter 2.0.0: incompatible with 1.x.
+    Greeter2_0,
+    /// A compatible greeter (1.2.0) whose construction fails.
+    CreateFails,
+    /// A compatible greeter (1.3.0) whose health check fails.
+    HealthFails,
+    /// A greeter whose descriptor has the wrong magic number.
+    BadMagic,
+    /// A greeter whose descriptor has an ABI version the host does not speak.
+    BadAbi,
+    /// A shared library without the entry symbol.
+    NoEntry,
+}
+
+impl Fixture {
+    /// Every fixture, in the order they are built.
+    pub const ALL: [Fixture; 8] = [
+        Fixture::Greeter1_0,
+        Fixture::Greeter1_1,
+        Fixture::Greeter2_0,
+        Fixture::CreateFails,
+        Fixture::HealthFails,
+        Fixture::BadMagic,
+        Fixture::BadAbi,
+        Fixture::NoEntry,
+    ];
+
+    /// The cargo package that builds it.
+    pub fn package(self) -> &'static str {
+        match self {
+            Fixture::Greeter1_0 => "greeter-v1_0",
+            Fixture::Greeter1_1 => "greeter-v1_1",
+            Fixture::Greeter2_0 => "greeter-v2_0",
+            Fixture::CreateFails => "fixture-create-fails",
+            Fixture::HealthFails => "fixture-health-fails",
+            Fixture::BadMagic => "fixture-bad-magic",
+            Fixture::BadAbi => "fixture-bad-abi",
+            Fixture::NoEntry => "fixture-no-entry",
+        }
+    }
+
+    /// The plugin version it declares (for the greeters, also part of every answer).
+    pub fn version(self) -> &'static str {
+        match self {
+            Fixture::Greeter1_0 => "1.0.0",
+            Fixture::Greeter1_1 => "1.1.0",
+            Fixture::Greeter2_0 => "2.0.0",
+            Fixture::CreateFails => "1.2.0",
+            Fixture::HealthFails => "1.3.0",
+            Fixture::BadMagic => "1.4.0",
+            Fixture::BadAbi => "1.5.0",
+            Fixture::NoEntry => "1.6.0",
+        }
+    }
+
+    /// The library's file name.
+    pub fn file_name(self) -> String {
+        format!("lib{}.so", self.package().replace('-', "_"))
+    }
+}
+
+/// Why the plugins could not be built.
+#[derive(Debug, Clone)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "building the fixture plugins failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// The built library of `fixture`, building every fixture first if this process has not yet.
+pub fn path(fixture: Fixture) -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_all).clone()?;
+    Ok(dir.join(fixture.file_name()))
+}
+
+/// Copies the library of `fixture` into `dir` under `name` and returns the copy's path.
+pub fn copy_to(fixture: Fixture, dir: &Path, name: &str) -> Result<PathBuf, BuildError> {
+    let source = path(fixture)?;
+    let target = dir.join(name);
+    std::fs::copy(&source, &target).map_err(|e| {
+        BuildError(format!(
+            "copying {} to {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })?;
+    Ok(target)
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn build_all() -> Result<PathBuf, BuildError> {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("graft-plugins");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .args(["build", "--quiet", "--profile", "plugin", "--target-dir"])
+        .arg(&target);
+    for fixture in Fixture::ALL {
+        command.args(["-p", fixture.package()]);
+    }
+    // The outer cargo may be building with flags meant for the test binary (coverage, sanitizers);
+    // the plugins are built the plain way.
+    command
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let output = command
+        .output()
+        .map_err(|e| BuildError(format!("running cargo: {e}")))?;
+    if !output.status.success() {
+        return Err(BuildError(format!(
+            "cargo exited with {}:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let dir = target.join("plugin");
+    for fixture in Fixture::ALL {
+        let file = dir.join(fixture.file_name());
+        if !file.is_file() {
+            return Err(BuildError(format!(
+                "cargo succeeded but {} is missing",
+                file.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
