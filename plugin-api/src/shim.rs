@@ -141,3 +141,145 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "panic with a non-string payload"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, Output};
+
+    struct Echo;
+
+    impl Service for Echo {
+        fn create(_host: Host) -> Result<Self, Error> {
+            Ok(Echo)
+        }
+
+        fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
+            match method {
+                "echo" => Ok(output.write(input)?),
+                "fail" => Err(Error::new("failed on purpose")),
+                "panic" => panic!("panicked on purpose: {}", input.len()),
+                "panic-static" => std::panic::panic_any(7u32),
+                _ => Err(Error::unknown_method(method)),
+            }
+        }
+
+        fn health(&self) -> Result<(), Error> {
+            Err(Error::new("unwell"))
+        }
+    }
+
+    unsafe extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+        // SAFETY: the tests pass a `*mut Vec<u8>` they own as `ctx`, and the shims pass `len`
+        // readable bytes at `data`.
+        unsafe {
+            (*ctx.cast::<Vec<u8>>()).extend_from_slice(std::slice::from_raw_parts(data, len))
+        };
+        0
+    }
+
+    fn sink(buffer: &mut Vec<u8>) -> WriteSink {
+        WriteSink {
+            ctx: (buffer as *mut Vec<u8>).cast(),
+            write: append,
+        }
+    }
+
+    fn new_echo() -> *mut c_void {
+        let mut instance = std::ptr::null_mut();
+        let mut error = Vec::new();
+        // SAFETY: a null host is allowed, the out pointer and the sink are valid for the call.
+        let status = unsafe { create::<Echo>(std::ptr::null(), &mut instance, &sink(&mut error)) };
+        assert_eq!(status, STATUS_OK);
+        assert!(!instance.is_null());
+        instance
+    }
+
+    fn call_echo(instance: *mut c_void, method: &str, input: &[u8]) -> (i32, Vec<u8>, String) {
+        let (mut output, mut error) = (Vec::new(), Vec::new());
+        // SAFETY: `instance` is a live Echo from `new_echo`; everything else is valid for the call.
+        let status = unsafe {
+            call::<Echo>(
+                instance,
+                RawStr::new(method),
+                RawBytes::new(input),
+                &sink(&mut output),
+                &sink(&mut error),
+            )
+        };
+        (status, output, String::from_utf8(error).unwrap())
+    }
+
+    fn destroy_echo(instance: *mut c_void) {
+        let mut error = Vec::new();
+        // SAFETY: `instance` is a live Echo and nothing uses it after this.
+        assert_eq!(
+            unsafe { destroy::<Echo>(instance, &sink(&mut error)) },
+            STATUS_OK
+        );
+    }
+
+    #[test]
+    fn answers_errors_and_panics_come_back_as_statuses() {
+        let instance = new_echo();
+        assert_eq!(
+            call_echo(instance, "echo", b"abc"),
+            (STATUS_OK, b"abc".to_vec(), String::new())
+        );
+        assert_eq!(
+            call_echo(instance, "fail", b""),
+            (STATUS_ERROR, Vec::new(), "failed on purpose".to_owned())
+        );
+        assert_eq!(
+            call_echo(instance, "panic", b"four"),
+            (
+                STATUS_PANIC,
+                Vec::new(),
+                "panicked on purpose: 4".to_owned()
+            )
+        );
+        assert_eq!(
+            call_echo(instance, "panic-static", b""),
+            (
+                STATUS_PANIC,
+                Vec::new(),
+                "panic with a non-string payload".to_owned()
+            )
+        );
+        assert_eq!(call_echo(instance, "echo", b"still here").0, STATUS_OK);
+        destroy_echo(instance);
+    }
+
+    #[test]
+    fn a_method_name_that_is_not_utf8_is_an_error() {
+        let instance = new_echo();
+        let (mut output, mut error) = (Vec::new(), Vec::new());
+        let bad = [0xffu8, 0xfe];
+        // SAFETY: as in `call_echo`; the method bytes are valid memory, just not UTF-8.
+        let status = unsafe {
+            call::<Echo>(
+                instance,
+                RawStr {
+                    ptr: bad.as_ptr(),
+                    len: bad.len(),
+                },
+                RawBytes::new(b""),
+                &sink(&mut output),
+                &sink(&mut error),
+            )
+        };
+        assert_eq!(status, STATUS_ERROR);
+        assert_eq!(error, b"method name is not valid UTF-8");
+        destroy_echo(instance);
+    }
+
+    #[test]
+    fn a_failing_health_check_reports_its_message() {
+        let instance = new_echo();
+        let mut error = Vec::new();
+        // SAFETY: `instance` is a live Echo; the sink is valid for the call.
+        let status = unsafe { health::<Echo>(instance, &sink(&mut error)) };
+        assert_eq!((status, error.as_slice()), (STATUS_ERROR, &b"unwell"[..]));
+        destroy_echo(instance);
+    }
+}

@@ -69,7 +69,7 @@ fn check_interface_version(
     } else {
         Err(Error::IncompatibleInterface {
             service: service.to_owned(),
-            required: requirement.clone(),
+            required: Box::new(requirement.clone()),
             found: candidate.interface_version.clone(),
             plugin_version: candidate.plugin_version.clone(),
         })

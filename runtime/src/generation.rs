@@ -211,7 +211,7 @@ impl Drop for Generation {
                 service = %info.service,
                 version = %info.plugin_version,
                 generation = %self.id,
-                message = %String::from_utf8_lossy(&message),
+                error = %String::from_utf8_lossy(&message),
                 "destroying the instance failed"
             );
         }
@@ -422,7 +422,7 @@ impl Lease {
                 message,
             },
             STATUS_PANIC => {
-                tracing::error!(service = %service, version = %version, method, message = %message, "plugin panicked");
+                tracing::error!(service = %service, version = %version, method, panic = %message, "plugin panicked");
                 Error::PluginPanicked {
                     service,
                     version,

@@ -35,10 +35,6 @@
 //! Every operation emits `tracing` events carrying the service and its version (targets
 //! `graft_runtime::*`); plugins' own log lines arrive under the target `graft::plugin`.
 #![deny(missing_docs)]
-// `Error` carries its context (paths, versions, messages) inline, which makes it large. Errors
-// are the cold path: the call path returns `Ok(())`, and boxing would only move the size into an
-// allocation on every error.
-#![allow(clippy::result_large_err)]
 
 mod error;
 mod gate;

@@ -1,6 +1,7 @@
 //! The integration-test modules and the helpers they share.
 
 mod drain;
+mod events;
 mod panics;
 mod refusals;
 mod stress;

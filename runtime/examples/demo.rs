@@ -1,0 +1,134 @@
+//! The graft demo: greeter 1.0 serves several caller threads, is swapped to 1.1 under load, the
+//! incompatible 2.0 build is refused, and a rollback brings 1.0 back, all without a failed call.
+//!
+//! Run it with `cargo run --release -p graft-runtime --example demo`. It builds the greeter
+//! plugins first (through the fixture catalog of `graft-tests`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use graft_runtime::{Runtime, ServiceHandle};
+use graft_tests::Fixture;
+
+const CALLERS: usize = 4;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    v1_0: u64,
+    v1_1: u64,
+    other: u64,
+    errors: u64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .compact()
+        .init();
+
+    println!("building the greeter plugins ...");
+    let plugins = tempfile::tempdir()?;
+    let v1_0 = graft_tests::copy_to(Fixture::Greeter1_0, plugins.path(), "greeter-1.0.so")?;
+    let v1_1 = graft_tests::copy_to(Fixture::Greeter1_1, plugins.path(), "greeter-1.1.so")?;
+    let v2_0 = graft_tests::copy_to(Fixture::Greeter2_0, plugins.path(), "greeter-2.0.so")?;
+
+    let runtime = Runtime::new()?;
+    let loaded = runtime.load(&v1_0)?;
+    println!(
+        "loaded greeter {} in {:?}",
+        loaded.info.plugin_version, loaded.took
+    );
+    let greeter = runtime.handle("greeter")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|n| {
+            let (greeter, stop) = (greeter.clone(), Arc::clone(&stop));
+            thread::spawn(move || call_until(&greeter, &stop, &format!("caller-{n}")))
+        })
+        .collect();
+    println!("{CALLERS} caller threads are calling greeter without pause");
+
+    thread::sleep(Duration::from_millis(300));
+    let swap = runtime.swap("greeter", &v1_1)?;
+    println!(
+        "swapped greeter {} -> {} in {:?}",
+        swap.from, swap.to, swap.took
+    );
+    swap.previous.wait_drained(Duration::from_secs(5))?;
+    println!("greeter {} drained: no call runs in it any more", swap.from);
+
+    thread::sleep(Duration::from_millis(300));
+    match runtime.swap("greeter", &v2_0) {
+        Ok(report) => {
+            return Err(format!("greeter {} was accepted; it must be refused", report.to).into());
+        }
+        Err(error) => println!("refused greeter 2.0.0: {error}"),
+    }
+
+    thread::sleep(Duration::from_millis(300));
+    let rollback = runtime.rollback("greeter")?;
+    println!(
+        "rolled greeter back {} -> {} in {:?}",
+        rollback.from, rollback.to, rollback.took
+    );
+
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let mut total = Tally::default();
+    for caller in callers {
+        let tally = caller.join().map_err(|_| "a caller thread panicked")?;
+        total.v1_0 += tally.v1_0;
+        total.v1_1 += tally.v1_1;
+        total.other += tally.other;
+        total.errors += tally.errors;
+    }
+
+    let status = runtime.service_status("greeter")?;
+    println!();
+    println!("summary");
+    println!("  calls answered by greeter 1.0.0: {}", total.v1_0);
+    println!("  calls answered by greeter 1.1.0: {}", total.v1_1);
+    println!("  unexpected answers:              {}", total.other);
+    println!("  errors:                          {}", total.errors);
+    println!("  swap 1.0.0 -> 1.1.0 took         {:?}", swap.took);
+    println!("  rollback 1.1.0 -> 1.0.0 took     {:?}", rollback.took);
+    println!(
+        "  serving greeter {} (generation {}), rollback target {}",
+        status.current.version,
+        status.current.id,
+        status
+            .history
+            .first()
+            .map_or("none".to_owned(), |g| format!(
+                "{} (generation {})",
+                g.version, g.id
+            ))
+    );
+    if total.errors > 0 || total.other > 0 || total.v1_0 == 0 || total.v1_1 == 0 {
+        return Err("the demo saw failed or unexpected calls".into());
+    }
+    Ok(())
+}
+
+fn call_until(greeter: &ServiceHandle, stop: &AtomicBool, name: &str) -> Tally {
+    let expect_1_0 = format!("hello, {name} from greeter 1.0.0").into_bytes();
+    let expect_1_1 = format!("hello, {name} from greeter 1.1.0").into_bytes();
+    let mut tally = Tally::default();
+    let mut answer = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        answer.clear();
+        match greeter.call("greet", name.as_bytes(), &mut answer) {
+            Ok(()) if answer == expect_1_0 => tally.v1_0 += 1,
+            Ok(()) if answer == expect_1_1 => tally.v1_1 += 1,
+            Ok(()) => tally.other += 1,
+            Err(error) => {
+                tracing::error!(%error, "call failed");
+                tally.errors += 1;
+            }
+        }
+    }
+    tally
+}
