@@ -1,1 +1,376 @@
-fn main() {}
+//! graft's criterion benchmarks: what a call through the runtime costs next to a bare function
+//! pointer call, and what a swap and a rollback cost next to the file copy and `dlopen` no swap
+//! can avoid.
+//!
+//! Every number here is meant to be read against its neighbour, not on its own:
+//! - `calls/runtime` ÷ `calls/raw`: the runtime's overhead per call (an `ArcSwap` load, two
+//!   sinks, a status check) over calling the plugin's `call` pointer directly. Both call the
+//!   greeter's `noop`, which writes nothing, so the plugin's own work is the same tiny constant.
+//!   This ratio is the price of hot reload on the call path and should stay a small constant.
+//! - `calls/runtime_contended` ÷ `calls/runtime`: the same call while another thread calls the
+//!   same service without pause. Calls share nothing but the published lease, so this should
+//!   stay close to 1; a rise means calls started contending on a shared cache line.
+//! - `swap/full` ÷ `swap/baseline_copy_dlopen_dlsym`: a whole swap (stage, ELF checks, `dlopen`,
+//!   descriptor checks, version gate, create, health check, publish) over the floor of copying
+//!   the file, `dlopen`ing it, looking the entry symbol up and closing it again. What lies above
+//!   1 is graft's own work.
+//! - `swap/rollback`, in absolute nanoseconds: republishing a build still loaded, with no disk
+//!   and no `dlopen`. It bounds how fast an operator can back out of a bad swap.
+//!
+//! The fixture plugins are built once, by `graft_tests::path`, before anything is timed.
+
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use graft_plugin_api::abi::{
+    ABI_VERSION, CallFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HostApi, MAGIC, RawBytes, RawStr,
+    STATUS_OK, WriteSink,
+};
+use graft_runtime::{Runtime, ServiceHandle};
+use graft_tests::Fixture;
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use tempfile::TempDir;
+
+/// The method every call benchmark calls: the greeter answers it with nothing.
+const NOOP: &str = "noop";
+
+criterion_group! {
+    name = benches;
+    // Modest settings: the whole suite measures for well under a minute on two cores.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = calls, swap
+}
+criterion_main!(benches);
+
+/// `calls/raw`, `calls/runtime` and `calls/runtime_contended`.
+fn calls(c: &mut Criterion) {
+    let dir = temp_dir();
+    let copy = graft_tests::copy_to(Fixture::Greeter1_0, dir.path(), "raw-greeter.so")
+        .expect("copying greeter 1.0 for the raw baseline");
+    let raw = RawGreeter::open(&copy);
+
+    let runtime = Runtime::builder().build().expect("building a runtime");
+    runtime
+        .load(fixture(Fixture::Greeter1_0))
+        .expect("loading greeter 1.0");
+    let handle = runtime.handle("greeter").expect("a handle to greeter");
+    assert_eq!(handle.call_to_vec(NOOP, &[]).expect("a noop call"), b"");
+
+    let mut group = c.benchmark_group("calls");
+
+    group.bench_function("raw", |b| {
+        let mut output = Vec::new();
+        let mut error = Vec::new();
+        b.iter(|| {
+            let output_sink = vec_sink(&mut output);
+            let error_sink = vec_sink(&mut error);
+            // SAFETY: `raw.call` and `raw.instance` come from the same open library, and the
+            // instance is live until `raw` is dropped after this group (`RawGreeter`'s
+            // invariant); the method and input are `'static`, and both sinks borrow vectors that
+            // nothing else touches during the call.
+            unsafe {
+                (raw.call)(
+                    raw.instance,
+                    RawStr::new(NOOP),
+                    RawBytes::new(&[]),
+                    &output_sink,
+                    &error_sink,
+                )
+            }
+        });
+        assert!(
+            output.is_empty() && error.is_empty(),
+            "noop wrote something"
+        );
+    });
+
+    group.bench_function("runtime", |b| {
+        let mut output = Vec::new();
+        b.iter(|| handle.call(NOOP, &[], &mut output).is_ok());
+        assert!(output.is_empty(), "noop wrote something");
+    });
+
+    let contender = Contender::start(handle.clone());
+    group.bench_function("runtime_contended", |b| {
+        let mut output = Vec::new();
+        b.iter(|| handle.call(NOOP, &[], &mut output).is_ok());
+        assert!(output.is_empty(), "noop wrote something");
+    });
+    let contending_calls = contender.stop();
+    eprintln!("calls/runtime_contended: the contending thread made {contending_calls} calls");
+
+    group.finish();
+    drop(raw);
+}
+
+/// `swap/baseline_copy_dlopen_dlsym`, `swap/full` and `swap/rollback`.
+fn swap(c: &mut Criterion) {
+    let v1_0 = fixture(Fixture::Greeter1_0);
+    let v1_1 = fixture(Fixture::Greeter1_1);
+    let dir = temp_dir();
+
+    let mut group = c.benchmark_group("swap");
+    // A swap takes a `dlopen`: far fewer iterations fit in the measurement time than for a call.
+    group.sample_size(30);
+
+    // Counts across every sample and the warm-up: `dlopen` hands back the library it already has
+    // for a path or inode, so each copy needs a name of its own.
+    let mut copies = 0u64;
+    group.bench_function("baseline_copy_dlopen_dlsym", |b| {
+        b.iter(|| {
+            copies += 1;
+            let copy = dir.path().join(format!("baseline.{copies}.so"));
+            std::fs::copy(&v1_0, &copy).expect("copying the greeter");
+            // SAFETY: loading runs the library's initialisers; this is the greeter built from this
+            // workspace, the same file the runtime loads below, which we trust.
+            let library = unsafe { Library::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) }
+                .expect("dlopen of the greeter");
+            // SAFETY: the ABI gives the entry symbol the type `EntryFn`, and the greeter is built
+            // against that ABI; the symbol is only read, never called, and it borrows `library`,
+            // so it cannot outlive the close below.
+            let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }
+                .expect("the greeter exports the entry symbol");
+            black_box(*entry);
+            library.close().expect("dlclose of the greeter");
+            std::fs::remove_file(&copy).expect("removing the copy");
+        });
+    });
+
+    let runtime = Runtime::builder().build().expect("building a runtime");
+    runtime.load(&v1_0).expect("loading greeter 1.0");
+    // The gate refuses a swap to the version already serving, so the swaps alternate.
+    let targets = [&v1_1, &v1_0];
+    let mut swaps = 0usize;
+    group.bench_function("full", |b| {
+        b.iter(|| {
+            let target = targets[swaps % targets.len()];
+            swaps += 1;
+            runtime.swap("greeter", target).expect("swapping greeter")
+        });
+    });
+    drop(runtime);
+
+    let runtime = Runtime::builder().build().expect("building a runtime");
+    runtime.load(&v1_0).expect("loading greeter 1.0");
+    runtime
+        .swap("greeter", &v1_1)
+        .expect("swapping greeter to 1.1");
+    // Each rollback makes the build it replaces the next rollback target, so these toggle
+    // between the two loaded builds without touching the disk.
+    group.bench_function("rollback", |b| {
+        b.iter(|| runtime.rollback("greeter").expect("rolling greeter back"));
+    });
+    drop(runtime);
+
+    group.finish();
+}
+
+/// A greeter 1.0 instance made by hand from its library, with no runtime in between.
+///
+/// Invariant: `instance` was made by the `create` of `library` with `_host`, and `call` and
+/// `destroy` are that library's entry points. `Drop` destroys the instance once, then closes
+/// `library`; `_host` is dropped after both.
+struct RawGreeter {
+    instance: *mut c_void,
+    call: CallFn,
+    destroy: DestroyFn,
+    library: Option<Library>,
+    /// Never read here: the instance holds a pointer to it until it is destroyed.
+    _host: Box<HostApi>,
+}
+
+impl RawGreeter {
+    /// Opens the greeter library at `path` and creates an instance.
+    fn open(path: &Path) -> RawGreeter {
+        // SAFETY: loading runs the library's initialisers; `path` is a copy of the greeter built
+        // from this workspace, which we trust as the runtime trusts the files it loads.
+        let library = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+            .expect("dlopen of the greeter");
+        // SAFETY: the ABI gives the entry symbol the type `EntryFn`, and the greeter is built
+        // against that ABI.
+        let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }
+            .expect("the greeter exports the entry symbol");
+        // SAFETY: the entry point takes nothing and returns a pointer; `library` is open.
+        let descriptor = unsafe { entry() };
+        assert!(!descriptor.is_null(), "the entry point returned null");
+        // SAFETY: the greeter's descriptor is a `static` built by `export_service!` against this
+        // workspace's plugin-api (the magic and ABI version are checked just below), so it is a
+        // complete, aligned `PluginDescriptor` that lives as long as `library` stays open; only
+        // function pointers are copied out of it, and they are kept next to `library`.
+        let descriptor = unsafe { &*descriptor };
+        assert_eq!(descriptor.header.magic, MAGIC);
+        assert_eq!(descriptor.header.abi_version, ABI_VERSION);
+        let create = descriptor
+            .create
+            .expect("the greeter has a create entry point");
+        let call = descriptor.call.expect("the greeter has a call entry point");
+        let destroy = descriptor
+            .destroy
+            .expect("the greeter has a destroy entry point");
+
+        // Boxed so that its address, which the instance keeps, does not move with `RawGreeter`.
+        let host = Box::new(HostApi {
+            size: std::mem::size_of::<HostApi>(),
+            ctx: std::ptr::null(),
+            log: ignore_log,
+        });
+        let mut instance: *mut c_void = std::ptr::null_mut();
+        let mut message = Vec::new();
+        let error = vec_sink(&mut message);
+        // SAFETY: `create` comes from the open `library`; the host table is boxed and kept in the
+        // returned value until after the instance is destroyed; `instance` is valid for a write
+        // and the sink borrows `message`, which nothing else touches during the call.
+        let status = unsafe { create(&*host, &mut instance, &error) };
+        assert_eq!(
+            status,
+            STATUS_OK,
+            "create failed: {}",
+            String::from_utf8_lossy(&message)
+        );
+        assert!(!instance.is_null(), "create returned no instance");
+        RawGreeter {
+            instance,
+            call,
+            destroy,
+            library: Some(library),
+            _host: host,
+        }
+    }
+}
+
+impl Drop for RawGreeter {
+    fn drop(&mut self) {
+        let mut message = Vec::new();
+        let error = vec_sink(&mut message);
+        // SAFETY: `&mut self` means no call into the instance is running or can start; it is
+        // destroyed once, here, while its library and host table are still alive (the type's
+        // invariant).
+        let status = unsafe { (self.destroy)(self.instance, &error) };
+        if status != STATUS_OK {
+            eprintln!(
+                "destroying the raw greeter failed: {}",
+                String::from_utf8_lossy(&message)
+            );
+        }
+        if let Some(library) = self.library.take()
+            && let Err(error) = library.close()
+        {
+            eprintln!("closing the raw greeter failed: {error}");
+        }
+    }
+}
+
+/// A thread that calls a service without pause until it is stopped.
+///
+/// Owns the thread: `stop` (or dropping it, should a benchmark panic) tells it to stop and joins
+/// it.
+struct Contender {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Contender {
+    /// Starts the thread and returns once it is about to make its first call.
+    fn start(handle: ServiceHandle) -> Contender {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(Barrier::new(2));
+        let thread = std::thread::Builder::new()
+            .name("graft-bench-contender".to_owned())
+            .spawn({
+                let (stop, started) = (Arc::clone(&stop), Arc::clone(&started));
+                move || {
+                    let mut output = Vec::new();
+                    let mut calls = 0u64;
+                    started.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        handle
+                            .call(NOOP, &[], &mut output)
+                            .expect("a contending noop call");
+                        calls += 1;
+                    }
+                    calls
+                }
+            })
+            .expect("starting the contending thread");
+        started.wait();
+        Contender {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and joins the thread; returns how many calls it made.
+    fn stop(mut self) -> u64 {
+        self.stop_and_join()
+            .expect("the contending thread panicked")
+    }
+
+    fn stop_and_join(&mut self) -> std::thread::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(Ok(0), JoinHandle::join)
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        // Only reached with the thread still running when a benchmark panicked; that panic is
+        // the one to report.
+        let _ = self.stop_and_join();
+    }
+}
+
+/// The built library of `fixture`.
+fn fixture(fixture: Fixture) -> PathBuf {
+    graft_tests::path(fixture).expect("building the fixture plugins")
+}
+
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("graft-bench-")
+        .tempdir()
+        .expect("creating a temp dir")
+}
+
+/// A sink appending to `buffer`; valid while `buffer` is borrowed and not otherwise used.
+fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
+    WriteSink {
+        ctx: (buffer as *mut Vec<u8>).cast::<c_void>(),
+        write: append,
+    }
+}
+
+/// `WriteFn` for [`vec_sink`]: appends, or returns 1 if the vector cannot grow (it must not
+/// panic: a panic cannot cross `extern "C"`).
+///
+/// # Safety
+/// `ctx` must be the `*mut Vec<u8>` of a live [`vec_sink`] borrow not otherwise used during the
+/// call, and `data` must point at `len` readable bytes when `len` is not 0.
+unsafe extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+    if len == 0 {
+        return 0;
+    }
+    if data.is_null() {
+        return 1;
+    }
+    // SAFETY: `ctx` is the exclusive borrow taken by `vec_sink` (this function's contract).
+    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
+    if buffer.try_reserve(len).is_err() {
+        return 1;
+    }
+    // SAFETY: `data` is non-null (checked) and points at `len` readable bytes (this function's
+    // contract).
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    buffer.extend_from_slice(bytes);
+    0
+}
+
+/// `LogFn` that drops every line: the raw baseline has no logging to pay for.
+extern "C" fn ignore_log(_ctx: *const c_void, _level: u32, _message: *const u8, _len: usize) {}

@@ -213,10 +213,8 @@ mod tests {
     fn destroy_echo(instance: *mut c_void) {
         let mut error = Vec::new();
         // SAFETY: `instance` is a live Echo and nothing uses it after this.
-        assert_eq!(
-            unsafe { destroy::<Echo>(instance, &sink(&mut error)) },
-            STATUS_OK
-        );
+        let status = unsafe { destroy::<Echo>(instance, &sink(&mut error)) };
+        assert_eq!(status, STATUS_OK);
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Runtime {
         let generation = control.serving.id();
         drop(control);
         let took = started.elapsed();
-        tracing::info!(service, from = %from, to = %to, generation = %generation, took_us = took.as_micros() as u64, "service swapped");
+        tracing::info!(service, from = %from, to = %to, generation = %generation, took = ?took, "service swapped");
         Ok(SwapReport {
             service: service.to_owned(),
             from,
@@ -275,8 +275,8 @@ impl Runtime {
         })
     }
 
-    /// Publishes the most recent earlier generation of `service` again: one atomic store, no
-    /// disk, no `dlopen`. The generation it replaces becomes the rollback target, so a second
+    /// Publishes the most recent earlier generation of `service` again, with one atomic store of
+    /// a new lease: no disk, no `dlopen`, no new instance. The generation it replaces becomes the rollback target, so a second
     /// rollback undoes the first.
     pub fn rollback(&self, service: &str) -> Result<SwapReport, Error> {
         let started = Instant::now();
@@ -293,7 +293,7 @@ impl Runtime {
         let previous = self.publish(&slot, &mut control, target);
         drop(control);
         let took = started.elapsed();
-        tracing::info!(service, from = %from, to = %to, generation = %generation, took_ns = took.as_nanos() as u64, "service rolled back");
+        tracing::info!(service, from = %from, to = %to, generation = %generation, took = ?took, "service rolled back");
         Ok(SwapReport {
             service: service.to_owned(),
             from,

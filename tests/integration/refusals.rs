@@ -200,3 +200,21 @@ fn a_refused_first_load_leaves_no_service() {
     assert!(setup.runtime.status().is_empty());
     assert_eq!(setup.staged_files(), 0);
 }
+
+#[test]
+fn a_panic_abort_build_is_refused() {
+    let err = refused(
+        |s| s.copy(Fixture::PanicAbort),
+        |e| matches!(e, Error::PanicAbortBuild { .. }),
+    );
+    let Error::PanicAbortBuild {
+        service, version, ..
+    } = err
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (service.as_str(), version.to_string()),
+        ("greeter", "1.7.0".to_owned())
+    );
+}

@@ -3,9 +3,10 @@
 //!
 //! The integration tests, the benchmarks and the demo all need the plugins as `.so` files, and a
 //! plain `cargo test` does not produce a cdylib's library. The first call to [`path`] in a
-//! process runs one `cargo build --profile plugin` for every fixture, into a target directory of
-//! its own (`<target>/graft-plugins`) so that it never waits on the lock of the outer cargo
-//! command that is running the tests. Cargo makes a rebuild of unchanged plugins a no-op.
+//! process runs `cargo build --profile plugin` for every fixture (and `--profile plugin-abort`
+//! for the one that must be built with `panic = "abort"`), into a target directory of its own
+//! (`<target>/graft-plugins`) so that it never waits on the lock of the outer cargo command that
+//! is running the tests. Cargo makes a rebuild of unchanged plugins a no-op.
 //!
 //! Tests that modify or delete a plugin file work on a copy ([`copy_to`]), never on the built
 //! library itself.
@@ -34,11 +35,13 @@ pub enum Fixture {
     BadAbi,
     /// A shared library without the entry symbol.
     NoEntry,
+    /// A compatible greeter (1.7.0) built with `panic = "abort"`.
+    PanicAbort,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 8] = [
+    pub const ALL: [Fixture; 9] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -47,6 +50,7 @@ impl Fixture {
         Fixture::BadMagic,
         Fixture::BadAbi,
         Fixture::NoEntry,
+        Fixture::PanicAbort,
     ];
 
     /// The cargo package that builds it.
@@ -60,6 +64,7 @@ impl Fixture {
             Fixture::BadMagic => "fixture-bad-magic",
             Fixture::BadAbi => "fixture-bad-abi",
             Fixture::NoEntry => "fixture-no-entry",
+            Fixture::PanicAbort => "fixture-panic-abort",
         }
     }
 
@@ -74,6 +79,15 @@ impl Fixture {
             Fixture::BadMagic => "1.4.0",
             Fixture::BadAbi => "1.5.0",
             Fixture::NoEntry => "1.6.0",
+            Fixture::PanicAbort => "1.7.0",
+        }
+    }
+
+    /// The cargo profile it is built with; its output directory has the same name.
+    pub fn profile(self) -> &'static str {
+        match self {
+            Fixture::PanicAbort => "plugin-abort",
+            _ => "plugin",
         }
     }
 
@@ -98,8 +112,8 @@ impl std::error::Error for BuildError {}
 /// The built library of `fixture`, building every fixture first if this process has not yet.
 pub fn path(fixture: Fixture) -> Result<PathBuf, BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
-    let dir = BUILT.get_or_init(build_all).clone()?;
-    Ok(dir.join(fixture.file_name()))
+    let target = BUILT.get_or_init(build_all).clone()?;
+    Ok(target.join(fixture.profile()).join(fixture.file_name()))
 }
 
 /// Copies the library of `fixture` into `dir` under `name` and returns the copy's path.
@@ -130,13 +144,36 @@ fn build_all() -> Result<PathBuf, BuildError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("graft-plugins");
+    // One cargo command per profile; cargo builds the packages of each in parallel.
+    for profile in ["plugin", "plugin-abort"] {
+        let packages = Fixture::ALL.into_iter().filter(|f| f.profile() == profile);
+        build(&root, &target, profile, packages)?;
+    }
+    for fixture in Fixture::ALL {
+        let file = target.join(fixture.profile()).join(fixture.file_name());
+        if !file.is_file() {
+            return Err(BuildError(format!(
+                "cargo succeeded but {} is missing",
+                file.display()
+            )));
+        }
+    }
+    Ok(target)
+}
+
+fn build(
+    root: &Path,
+    target: &Path,
+    profile: &str,
+    fixtures: impl Iterator<Item = Fixture>,
+) -> Result<(), BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .current_dir(&root)
-        .args(["build", "--quiet", "--profile", "plugin", "--target-dir"])
-        .arg(&target);
-    for fixture in Fixture::ALL {
+        .current_dir(root)
+        .args(["build", "--quiet", "--profile", profile, "--target-dir"])
+        .arg(target);
+    for fixture in fixtures {
         command.args(["-p", fixture.package()]);
     }
     // The outer cargo may be building with flags meant for the test binary (coverage, sanitizers);
@@ -147,22 +184,13 @@ fn build_all() -> Result<PathBuf, BuildError> {
     let output = command
         .output()
         .map_err(|e| BuildError(format!("running cargo: {e}")))?;
-    if !output.status.success() {
-        return Err(BuildError(format!(
-            "cargo exited with {}:\n{}",
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(BuildError(format!(
+            "cargo build --profile {profile} exited with {}:\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
-        )));
+        )))
     }
-    let dir = target.join("plugin");
-    for fixture in Fixture::ALL {
-        let file = dir.join(fixture.file_name());
-        if !file.is_file() {
-            return Err(BuildError(format!(
-                "cargo succeeded but {} is missing",
-                file.display()
-            )));
-        }
-    }
-    Ok(dir)
 }
