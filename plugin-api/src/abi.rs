@@ -71,7 +71,8 @@ pub type EntryFn = unsafe extern "C" fn() -> *const PluginDescriptor;
 /// Creates an instance.
 ///
 /// On [`STATUS_OK`] the plugin has stored a non-null instance pointer in `*instance_out`.
-/// Otherwise it has written a message to `error` and stored nothing.
+/// Otherwise it has written a message to `error` and stored nothing. `host` is null or valid for
+/// the rest of the process (see [`HostApi`]).
 pub type CreateFn = unsafe extern "C" fn(
     host: *const HostApi,
     instance_out: *mut *mut c_void,
@@ -193,7 +194,11 @@ pub struct WriteSink {
     pub write: WriteFn,
 }
 
-/// Services the host offers a plugin, passed to `create` and valid until `destroy` returns.
+/// Services the host offers a plugin, passed to `create`.
+///
+/// The host keeps the table valid and unchanged for the rest of the process, not only until
+/// `destroy`: a plugin may keep it anywhere (a static, a thread-local whose destructor runs late),
+/// so no earlier moment would be safe to free it.
 ///
 /// Only `size` bytes of it exist: a plugin built against a later ABI must not read fields past
 /// `size`.

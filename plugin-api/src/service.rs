@@ -110,9 +110,9 @@ pub struct Host {
     api: *const HostApi,
 }
 
-// SAFETY: `api` points at a `HostApi` that the host keeps alive and unchanged until the instance
-// is destroyed (the `CreateFn` contract), and the host's callbacks are safe to call from any
-// thread at any time.
+// SAFETY: `api` is null or points at a `HostApi` that the host keeps alive and unchanged for the
+// rest of the process (the `HostApi` contract), and the host's callbacks are safe to call from
+// any thread at any time.
 unsafe impl Send for Host {}
 // SAFETY: as for `Send`: the pointee is immutable and its callbacks are thread-safe.
 unsafe impl Sync for Host {}

@@ -15,7 +15,7 @@ use crate::service::{Host, Output, write_to_sink};
 /// `CreateFn` for `S`.
 ///
 /// # Safety
-/// `host` must be null or valid until `destroy` returns; `instance_out` must be valid for a
+/// `host` must be null or valid for the rest of the process; `instance_out` must be valid for a
 /// write; `error` must point at a valid host sink.
 pub(crate) unsafe extern "C" fn create<S: Service>(
     host: *const HostApi,
@@ -24,8 +24,8 @@ pub(crate) unsafe extern "C" fn create<S: Service>(
 ) -> i32 {
     // SAFETY: the caller passes a valid sink (this function's contract).
     let error = unsafe { &*error };
-    // SAFETY: the caller keeps `host` valid until the instance is destroyed, which outlives
-    // every use the service can make of this `Host`.
+    // SAFETY: the caller keeps `host` valid for the rest of the process (the `HostApi`
+    // contract), so every copy the service keeps of this `Host` stays usable.
     let host = unsafe { Host::from_raw(host) };
     let outcome = catch_unwind(AssertUnwindSafe(|| S::create(host)));
     match outcome {

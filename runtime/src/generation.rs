@@ -14,6 +14,7 @@
 
 use std::ffi::c_void;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use parking_lot::{Condvar, Mutex};
 use semver::Version;
 
 use crate::Error;
-use crate::host::{HostApiBox, vec_sink};
+use crate::host::{host_api, vec_sink};
 use crate::loader::{Plugin, PluginInfo};
 use crate::reaper::ReaperEvent;
 
@@ -46,14 +47,12 @@ impl fmt::Display for GenerationId {
 
 /// One instance of one loaded plugin.
 ///
-/// Invariant: `instance` was made by `plugin`'s `create` with `host`'s API table, and is
-/// destroyed (in `Drop`) before `host` and `plugin` are dropped. Nothing else destroys it.
+/// Invariant: `instance` was made by `plugin`'s `create`, and is destroyed (in `Drop`) before
+/// `plugin` is dropped. Nothing else destroys it.
 pub(crate) struct Generation {
     id: GenerationId,
     instance: *mut c_void,
     reaper: Sender<ReaperEvent>,
-    /// Never read here: the instance holds pointers into it, so it lives as long as the instance.
-    _host: HostApiBox,
     /// Closed when dropped, after `Drop::drop` destroyed the instance.
     plugin: Plugin,
     /// Declared last so that it is dropped last: it reports the generation unloaded only once
@@ -63,7 +62,8 @@ pub(crate) struct Generation {
 
 // SAFETY: `instance` is an instance of a `graft_plugin_api::Service`, which is `Send + Sync`,
 // and it is only reached through the plugin's entry points, which the ABI requires to be callable
-// from any thread at once. The other fields are `Send + Sync` on their own.
+// from any thread at once. The other fields (the library, copied strings, function pointers, a
+// channel sender) are `Send + Sync` on their own.
 unsafe impl Send for Generation {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Generation {}
@@ -86,15 +86,15 @@ impl Generation {
         reaper: Sender<ReaperEvent>,
     ) -> Result<Generation, Error> {
         let info = plugin.info();
-        let host = HostApiBox::new(&info.service, &info.plugin_version.to_string());
+        let host = host_api(&info.service, &info.plugin_version.to_string());
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
         let sink = vec_sink(&mut message);
         let create = plugin.entry().create;
-        // SAFETY: `create` comes from `plugin`, which is open; the host table lives in `host`,
-        // which the generation keeps until after `destroy` (the type's invariant); the out
-        // pointer and the sink are valid for the call.
-        let status = unsafe { create(host.as_ptr(), &mut instance, &sink) };
+        // SAFETY: `create` comes from `plugin`, which is open; the host table is `'static`, so it
+        // outlives every copy the plugin keeps; the out pointer and the sink are valid for the
+        // call.
+        let status = unsafe { create(host, &mut instance, &sink) };
         let failed = |panicked: bool, message: Vec<u8>| Error::CreateFailed {
             service: info.service.clone(),
             version: info.plugin_version.clone(),
@@ -121,7 +121,6 @@ impl Generation {
             id,
             instance,
             reaper,
-            _host: host,
             plugin,
             life,
         })
@@ -178,8 +177,11 @@ impl Generation {
         self.life.0.state.lock().leases == 0
     }
 
-    fn release_lease(&self) {
-        let notify_reaper = {
+    /// Drops one lease's reference. When it was the last live lease the generation is drained:
+    /// waiters are woken and, if the generation is retired, this reference goes to the reaper,
+    /// which then holds the last one, so the unload runs on the reaper's thread, not here.
+    fn release_lease(self: Arc<Self>) {
+        let retired = {
             let mut state = self.life.0.state.lock();
             state.leases -= 1;
             if state.leases > 0 {
@@ -190,8 +192,11 @@ impl Generation {
         };
         let info = self.info();
         tracing::info!(service = %info.service, version = %info.plugin_version, generation = %self.id, "generation drained");
-        if notify_reaper {
-            let _ = self.reaper.send(ReaperEvent::Drained(self.id));
+        if retired {
+            let reaper = self.reaper.clone();
+            // If the reaper is gone (the runtime is shutting down), the event comes back in the
+            // error and the generation is dropped here, which is just as safe.
+            let _ = reaper.send(ReaperEvent::Drained(self));
         }
     }
 }
@@ -202,7 +207,7 @@ impl Drop for Generation {
         let sink = vec_sink(&mut message);
         let destroy = self.plugin.entry().destroy;
         // SAFETY: the last `Arc<Generation>` is gone, so no lease and no call refers to the
-        // instance; it is destroyed once, here, while `plugin` and `_host` are still alive (the
+        // instance; it is destroyed once, here, while `plugin` is still open (the
         // type's invariant).
         let status = unsafe { destroy(self.instance, &sink) };
         let info = self.plugin.info();
@@ -350,7 +355,8 @@ impl GenerationWatch {
 pub(crate) struct Lease {
     instance: *mut c_void,
     call: CallFn,
-    generation: Arc<Generation>,
+    /// Taken out only in `Drop`, which hands it to `Generation::release_lease`.
+    generation: ManuallyDrop<Arc<Generation>>,
 }
 
 // SAFETY: the raw pointer and function pointer are the generation's, which is `Send + Sync`
@@ -374,7 +380,7 @@ impl Lease {
         Lease {
             instance: generation.instance,
             call: generation.plugin.entry().call,
-            generation,
+            generation: ManuallyDrop::new(generation),
         }
     }
 
@@ -442,6 +448,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.generation.release_lease();
+        // SAFETY: `drop` runs once, and nothing reads `self.generation` after this line.
+        let generation = unsafe { ManuallyDrop::take(&mut self.generation) };
+        generation.release_lease();
     }
 }

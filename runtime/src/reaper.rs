@@ -20,10 +20,13 @@ use crate::generation::{Generation, GenerationId};
 pub(crate) enum ReaperEvent {
     /// The generation left the history; unload it once drained.
     Retire(Arc<Generation>),
-    /// The last lease of a retired generation was dropped.
-    Drained(GenerationId),
+    /// The last lease of a retired generation was dropped; this is the lease's reference.
+    Drained(Arc<Generation>),
     /// Stop: the runtime is being dropped.
     Shutdown,
+    /// Answer on the channel once every earlier event is handled (tests only).
+    #[cfg(test)]
+    Sync(Sender<()>),
 }
 
 /// Owns the reaper thread: tells it to stop and joins it on drop.
@@ -64,7 +67,8 @@ impl Drop for Reaper {
 
 struct Pending {
     generation: Arc<Generation>,
-    deadline: Instant,
+    /// When to report the drain as overdue; `None` for never.
+    deadline: Option<Instant>,
     reported: bool,
 }
 
@@ -74,7 +78,7 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
         let next_deadline = pending
             .values()
             .filter(|p| !p.reported)
-            .map(|p| p.deadline)
+            .filter_map(|p| p.deadline)
             .min();
         let event = match next_deadline {
             Some(deadline) => match inbox.recv_deadline(deadline) {
@@ -93,7 +97,8 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
         match event {
             ReaperEvent::Retire(generation) => {
                 if !generation.is_drained() {
-                    let deadline = Instant::now() + drain_deadline;
+                    // `None`: a deadline too far to represent is never reported.
+                    let deadline = Instant::now().checked_add(drain_deadline);
                     pending.insert(
                         generation.id(),
                         Pending {
@@ -105,14 +110,17 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
                 }
                 // Otherwise `generation` is dropped here: destroyed and unloaded on this thread.
             }
-            ReaperEvent::Drained(id) => {
-                // A generation drained before its `Retire` arrived is not pending; its `Retire`
-                // finds it drained and drops it then.
-                if pending.get(&id).is_some_and(|p| p.generation.is_drained()) {
-                    pending.remove(&id);
-                }
+            ReaperEvent::Drained(generation) => {
+                // With the pending reference removed, `generation` is the last one and the
+                // unload runs here. A generation drained before its `Retire` arrived is not
+                // pending; its `Retire` finds it drained and drops it then.
+                pending.remove(&generation.id());
             }
             ReaperEvent::Shutdown => break,
+            #[cfg(test)]
+            ReaperEvent::Sync(reply) => {
+                let _ = reply.send(());
+            }
         }
     }
     // Events still queued may hold generations, and each generation holds a sender of this
@@ -128,7 +136,7 @@ fn report_overdue(pending: &mut HashMap<GenerationId, Pending>, drain_deadline: 
     let now = Instant::now();
     for p in pending
         .values_mut()
-        .filter(|p| !p.reported && p.deadline <= now)
+        .filter(|p| !p.reported && p.deadline.is_some_and(|d| d <= now))
     {
         p.reported = true;
         let info = p.generation.info();
@@ -138,6 +146,54 @@ fn report_overdue(pending: &mut HashMap<GenerationId, Pending>, drain_deadline: 
             generation = %p.generation.id(),
             deadline = ?drain_deadline,
             "drain deadline missed: calls are still running in a retired generation; it stays loaded until they return"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::Lease;
+    use crate::loader::Loader;
+    use graft_tests::Fixture;
+
+    impl Reaper {
+        /// True once the reaper has handled every event sent before; false if it is dead.
+        fn sync(&self) -> bool {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            self.events.send(ReaperEvent::Sync(reply)).is_ok()
+                && answer.recv_timeout(Duration::from_secs(20)).is_ok()
+        }
+    }
+
+    /// Regression: `Instant::now() + Duration::MAX` panicked and killed the reaper thread as
+    /// soon as a generation was retired with a call still running.
+    #[test]
+    fn a_drain_deadline_too_far_to_represent_does_not_kill_the_reaper() {
+        let reaper = Reaper::start(Duration::MAX).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = Loader::new(dir.path().to_path_buf())
+            .load(&graft_tests::path(Fixture::Greeter1_0).unwrap())
+            .unwrap();
+        let generation =
+            Arc::new(Generation::start(plugin, GenerationId(1), reaper.sender()).unwrap());
+        let watch = generation.watch();
+        // A lease stands for a call still running: the retired generation must wait for it.
+        let lease = Lease::new(Arc::clone(&generation));
+        generation.retire();
+        assert!(
+            reaper.sync(),
+            "the reaper must survive a retire with that deadline"
+        );
+        assert!(!watch.is_unloaded());
+
+        drop(lease);
+        watch.wait_unloaded(Duration::from_secs(20)).unwrap();
+        assert!(reaper.sync());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the staged copy is removed"
         );
     }
 }

@@ -202,13 +202,9 @@ impl Runtime {
         {
             let mut services = self.services.write();
             if let Some(existing) = services.get(&info.service) {
-                let version = existing
-                    .control
-                    .lock()
-                    .serving
-                    .info()
-                    .plugin_version
-                    .clone();
+                // Lock-free: `control` may be held by a swap, which must not stall every lookup
+                // behind this write lock.
+                let version = existing.serving_version();
                 return Err(Error::AlreadyLoaded {
                     service: info.service,
                     version,
@@ -340,8 +336,7 @@ impl Runtime {
 
     fn serving_version(&self, service: &str) -> Option<Version> {
         let slot = self.services.read().get(service).cloned()?;
-        let version = slot.control.lock().serving.info().plugin_version.clone();
-        Some(version)
+        Some(slot.serving_version())
     }
 
     /// Creates and health-checks an instance of `plugin`.
@@ -389,6 +384,16 @@ fn refused<'a>(serving: Option<(&'a str, &'a Version)>) -> impl Fn(&Error) + 'a 
 }
 
 impl Slot {
+    /// The version published now, read without the control lock.
+    fn serving_version(&self) -> Version {
+        self.current
+            .load()
+            .generation()
+            .info()
+            .plugin_version
+            .clone()
+    }
+
     fn status(&self) -> ServiceStatus {
         let control = self.control.lock();
         ServiceStatus {

@@ -141,3 +141,30 @@ fn history_depth_bounds_the_generations_kept_loaded() {
     }
     assert_eq!(setup.staged_files(), 3);
 }
+
+/// Regression: staged names restarted at 1 per runtime, so a second runtime sharing the staging
+/// directory overwrote the first one's mapped copy and the process crashed.
+#[test]
+fn two_runtimes_sharing_a_staging_directory_do_not_overwrite_each_other() {
+    let setup = Setup::new();
+    let other = graft_runtime::Runtime::builder()
+        .staging_dir(setup.runtime.staging_dir())
+        .build()
+        .unwrap();
+    setup.runtime.load(setup.copy(Fixture::Greeter1_0)).unwrap();
+    other.load(setup.copy(Fixture::Greeter1_1)).unwrap();
+    let first = setup
+        .runtime
+        .service_status("greeter")
+        .unwrap()
+        .current
+        .staged;
+    let second = other.service_status("greeter").unwrap().current.staged;
+    assert_ne!(first, second);
+    assert_eq!(
+        setup.runtime.call("greeter", "version", b"").unwrap(),
+        b"1.0.0"
+    );
+    assert_eq!(other.call("greeter", "version", b"").unwrap(), b"1.1.0");
+    assert_eq!(setup.staged_files(), 2);
+}

@@ -24,6 +24,7 @@ const PROGRAM_HEADER_LEN: u64 = 56;
 const SECTION_HEADER_LEN: u64 = 64;
 const ET_DYN: u16 = 3;
 const PT_LOAD: u32 = 1;
+const PN_XNUM: u16 = 0xffff;
 
 /// Where the program headers are, as read from a valid file header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,12 @@ pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeade
             prefix[5]
         )));
     }
+    if prefix[6] != 1 {
+        return Err(ElfProblem::Wrong(format!(
+            "ELF identification version {}, expected 1",
+            prefix[6]
+        )));
+    }
     let e_type = u16_at(prefix, 16);
     if e_type != ET_DYN {
         return Err(ElfProblem::Wrong(format!(
@@ -84,6 +91,12 @@ pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeade
     let shnum = u16_at(prefix, 60);
     if phnum == 0 {
         return Err(ElfProblem::Wrong("no program headers".to_owned()));
+    }
+    if phnum == PN_XNUM {
+        // The real count is then in section header 0; no linker emits that for a plugin.
+        return Err(ElfProblem::Wrong(
+            "extended program header count (PN_XNUM) is not supported".to_owned(),
+        ));
     }
     if u64::from(phentsize) != PROGRAM_HEADER_LEN {
         return Err(ElfProblem::Wrong(format!(
@@ -171,6 +184,7 @@ mod tests {
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 2;
         h[5] = 1;
+        h[6] = 1;
         h[16..18].copy_from_slice(&ET_DYN.to_le_bytes());
         h[18..20].copy_from_slice(&HOST_MACHINE.to_le_bytes());
         h[32..40].copy_from_slice(&64u64.to_le_bytes());

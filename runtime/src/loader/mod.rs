@@ -19,7 +19,7 @@
 
 pub(crate) mod elf;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -109,15 +109,11 @@ impl Drop for Plugin {
 #[derive(Debug)]
 pub(crate) struct Loader {
     staging: PathBuf,
-    next: AtomicU64,
 }
 
 impl Loader {
     pub fn new(staging: PathBuf) -> Self {
-        Loader {
-            staging,
-            next: AtomicU64::new(1),
-        }
+        Loader { staging }
     }
 
     /// Stages, checks and opens the plugin at `source`.
@@ -139,19 +135,38 @@ impl Loader {
         }
     }
 
+    /// Copies `source` to a new file in the staging directory.
+    ///
+    /// The name is unique within the process (a process-wide counter), and the file is created
+    /// with `O_EXCL`, so a name taken by another runtime or process sharing the directory (or
+    /// left over from an earlier process with the same pid) is skipped, never overwritten: an
+    /// overwrite would rewrite a library that may be mapped.
     fn stage(&self, source: &Path) -> Result<PathBuf, Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         let stem = source
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("plugin");
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let staged = self
-            .staging
-            .join(format!("{stem}.{}.{n}.so", std::process::id()));
-        std::fs::copy(source, &staged).map_err(|e| {
+        let mut input = File::open(source).map_err(|e| io_error("opening", source, e))?;
+        let (staged, mut output) = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let staged = self
+                .staging
+                .join(format!("{stem}.{}.{n}.so", std::process::id()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staged)
+            {
+                Ok(file) => break (staged, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error("creating a staged copy", &staged, e)),
+            }
+        };
+        if let Err(e) = std::io::copy(&mut input, &mut output) {
             remove_staged(&staged);
-            io_error("staging", source, e)
-        })?;
+            return Err(io_error("staging", source, e));
+        }
         Ok(staged)
     }
 }
@@ -210,7 +225,8 @@ unsafe fn read_descriptor(
             "the entry point returned a null pointer".to_owned(),
         ));
     }
-    if !raw.cast::<PluginHeader>().is_aligned() {
+    // The whole descriptor is read below, so check its alignment, not only the header's.
+    if !raw.is_aligned() {
         return Err(invalid("descriptor", format!("misaligned pointer {raw:p}")));
     }
     // SAFETY: `raw` is non-null and aligned, and every graft descriptor starts with a
