@@ -58,9 +58,7 @@ fn calls(c: &mut Criterion) {
     let raw = RawGreeter::open(&copy);
 
     let runtime = Runtime::builder().build().expect("building a runtime");
-    runtime
-        .load(fixture(Fixture::Greeter1_0))
-        .expect("loading greeter 1.0");
+    runtime.load_and_start(fixture(Fixture::Greeter1_0)).expect("loading greeter 1.0");
     let handle = runtime.handle("greeter").expect("a handle to greeter");
     assert_eq!(handle.call_to_vec(NOOP, &[]).expect("a noop call"), b"");
 
@@ -86,10 +84,7 @@ fn calls(c: &mut Criterion) {
                 )
             }
         });
-        assert!(
-            output.is_empty() && error.is_empty(),
-            "noop wrote something"
-        );
+        assert!(output.is_empty() && error.is_empty(), "noop wrote something");
     });
 
     group.bench_function("runtime", |b| {
@@ -145,7 +140,7 @@ fn swap(c: &mut Criterion) {
     });
 
     let runtime = Runtime::builder().build().expect("building a runtime");
-    runtime.load(&v1_0).expect("loading greeter 1.0");
+    runtime.load_and_start(&v1_0).expect("loading greeter 1.0");
     // The gate refuses a swap to the version already serving, so the swaps alternate.
     let targets = [&v1_1, &v1_0];
     let mut swaps = 0usize;
@@ -159,10 +154,8 @@ fn swap(c: &mut Criterion) {
     drop(runtime);
 
     let runtime = Runtime::builder().build().expect("building a runtime");
-    runtime.load(&v1_0).expect("loading greeter 1.0");
-    runtime
-        .swap("greeter", &v1_1)
-        .expect("swapping greeter to 1.1");
+    runtime.load_and_start(&v1_0).expect("loading greeter 1.0");
+    runtime.swap("greeter", &v1_1).expect("swapping greeter to 1.1");
     // Each rollback makes the build it replaces the next rollback target, so these toggle
     // between the two loaded builds without touching the disk.
     group.bench_function("rollback", |b| {
@@ -208,19 +201,18 @@ impl RawGreeter {
         let descriptor = unsafe { &*descriptor };
         assert_eq!(descriptor.header.magic, MAGIC);
         assert_eq!(descriptor.header.abi_version, ABI_VERSION);
-        let create = descriptor
-            .create
-            .expect("the greeter has a create entry point");
+        let create = descriptor.create.expect("the greeter has a create entry point");
         let call = descriptor.call.expect("the greeter has a call entry point");
-        let destroy = descriptor
-            .destroy
-            .expect("the greeter has a destroy entry point");
+        let destroy = descriptor.destroy.expect("the greeter has a destroy entry point");
 
         // Boxed so that its address, which the instance keeps, does not move with `RawGreeter`.
         let host = Box::new(HostApi {
             size: std::mem::size_of::<HostApi>(),
             ctx: std::ptr::null(),
+            service: RawStr::new("greeter"),
+            version: RawStr::new("1.0.0"),
             log: ignore_log,
+            call_service: refuse_calls,
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
@@ -229,20 +221,9 @@ impl RawGreeter {
         // returned value until after the instance is destroyed; `instance` is valid for a write
         // and the sink borrows `message`, which nothing else touches during the call.
         let status = unsafe { create(&*host, &mut instance, &error) };
-        assert_eq!(
-            status,
-            STATUS_OK,
-            "create failed: {}",
-            String::from_utf8_lossy(&message)
-        );
+        assert_eq!(status, STATUS_OK, "create failed: {}", String::from_utf8_lossy(&message));
         assert!(!instance.is_null(), "create returned no instance");
-        RawGreeter {
-            instance,
-            call,
-            destroy,
-            library: Some(library),
-            _host: host,
-        }
+        RawGreeter { instance, call, destroy, library: Some(library), _host: host }
     }
 }
 
@@ -255,10 +236,7 @@ impl Drop for RawGreeter {
         // invariant).
         let status = unsafe { (self.destroy)(self.instance, &error) };
         if status != STATUS_OK {
-            eprintln!(
-                "destroying the raw greeter failed: {}",
-                String::from_utf8_lossy(&message)
-            );
+            eprintln!("destroying the raw greeter failed: {}", String::from_utf8_lossy(&message));
         }
         if let Some(library) = self.library.take()
             && let Err(error) = library.close()
@@ -291,9 +269,7 @@ impl Contender {
                     let mut calls = 0u64;
                     started.wait();
                     while !stop.load(Ordering::Relaxed) {
-                        handle
-                            .call(NOOP, &[], &mut output)
-                            .expect("a contending noop call");
+                        handle.call(NOOP, &[], &mut output).expect("a contending noop call");
                         calls += 1;
                     }
                     calls
@@ -301,16 +277,12 @@ impl Contender {
             })
             .expect("starting the contending thread");
         started.wait();
-        Contender {
-            stop,
-            thread: Some(thread),
-        }
+        Contender { stop, thread: Some(thread) }
     }
 
     /// Stops and joins the thread; returns how many calls it made.
     fn stop(mut self) -> u64 {
-        self.stop_and_join()
-            .expect("the contending thread panicked")
+        self.stop_and_join().expect("the contending thread panicked")
     }
 
     fn stop_and_join(&mut self) -> std::thread::Result<u64> {
@@ -333,18 +305,12 @@ fn fixture(fixture: Fixture) -> PathBuf {
 }
 
 fn temp_dir() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("graft-bench-")
-        .tempdir()
-        .expect("creating a temp dir")
+    tempfile::Builder::new().prefix("graft-bench-").tempdir().expect("creating a temp dir")
 }
 
 /// A sink appending to `buffer`; valid while `buffer` is borrowed and not otherwise used.
 fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
-    WriteSink {
-        ctx: (buffer as *mut Vec<u8>).cast::<c_void>(),
-        write: append,
-    }
+    WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: append }
 }
 
 /// `WriteFn` for [`vec_sink`]: appends, or returns 1 if the vector cannot grow (it must not
@@ -370,6 +336,19 @@ unsafe extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) -> i3
     let bytes = unsafe { std::slice::from_raw_parts(data, len) };
     buffer.extend_from_slice(bytes);
     0
+}
+
+/// The raw baseline's `call_service`: the greeter's `noop` never calls another service, so any
+/// call is refused with a non-OK status.
+extern "C" fn refuse_calls(
+    _ctx: *const c_void,
+    _service: RawStr,
+    _method: RawStr,
+    _input: RawBytes,
+    _output: *const WriteSink,
+    _error: *const WriteSink,
+) -> i32 {
+    graft_plugin_api::abi::STATUS_DEPENDENCY
 }
 
 /// `LogFn` that drops every line: the raw baseline has no logging to pay for.

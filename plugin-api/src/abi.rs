@@ -16,12 +16,11 @@
 //!
 //! # How this ABI grows
 //! The header's `descriptor_size` and [`HostApi::size`] let later ABI versions append fields
-//! without moving the ones here. The planned next step (ABI version 2) appends, in this order:
-//! the service's dependencies (a pointer and a length of `{name, version requirement}` pairs) and
-//! a state handoff pair (`export_state(instance, sink)` and `import_state(instance, bytes)`) to
-//! [`PluginDescriptor`]; and a `call_service(ctx, service, method, input, sink)` callback to
-//! [`HostApi`], through which a plugin calls another service by name. Each such step bumps
-//! [`ABI_VERSION`] and is listed in the CHANGELOG.
+//! without moving the ones here. Version 2 appended the service's dependencies to
+//! [`PluginDescriptor`] and [`HostApi::call_service`], through which a plugin calls another
+//! service by name. The planned next step appends a state handoff pair
+//! (`export_state(instance, sink)` and `import_state(instance, bytes)`) to the descriptor. Each
+//! step bumps [`ABI_VERSION`] and is listed in the CHANGELOG.
 
 use std::ffi::c_void;
 
@@ -30,7 +29,7 @@ use std::ffi::c_void;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"GRAFTPLG");
 
 /// The version of this ABI. The host refuses a plugin whose header carries another one.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The name of the symbol every plugin exports, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"graft_plugin_entry\0";
@@ -50,6 +49,11 @@ pub const STATUS_OK: i32 = 0;
 pub const STATUS_ERROR: i32 = 1;
 /// Status: the plugin's code panicked; the panic message was written to the error sink.
 pub const STATUS_PANIC: i32 = 2;
+/// Status: a call to another service failed, and this is that failure passed on. The error
+/// sink holds a [`crate::provenance`] record naming the failing service and the chain of calls.
+/// [`HostApi::call_service`] returns it for every failure; a plugin returns it when it passes such
+/// a failure on (`?` on a [`crate::CallError`] does).
+pub const STATUS_DEPENDENCY: i32 = 3;
 
 /// Log levels passed to [`HostApi::log`], from most to least severe.
 pub mod log_level {
@@ -105,6 +109,19 @@ pub type WriteFn = unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: 
 pub type LogFn =
     unsafe extern "C" fn(ctx: *const c_void, level: u32, message: *const u8, len: usize);
 
+/// Calls `method` of another service, by name, through the host: the answer is written to
+/// `output`; on failure the status is [`STATUS_DEPENDENCY`] and a provenance record is written
+/// to `error`. The host resolves the name on every call, so a plugin never holds a stale
+/// instance of a service that was restarted or swapped.
+pub type CallServiceFn = unsafe extern "C" fn(
+    ctx: *const c_void,
+    service: RawStr,
+    method: RawStr,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32;
+
 /// The fixed header that opens every descriptor. The host reads these fields, and only these,
 /// before it has checked them.
 #[repr(C)]
@@ -131,10 +148,7 @@ pub struct RawStr {
 impl RawStr {
     /// Borrows `s`. The result is valid for as long as `s` is.
     pub const fn new(s: &str) -> Self {
-        RawStr {
-            ptr: s.as_ptr(),
-            len: s.len(),
-        }
+        RawStr { ptr: s.as_ptr(), len: s.len() }
     }
 
     /// Reads the string back.
@@ -164,10 +178,7 @@ pub struct RawBytes {
 impl RawBytes {
     /// Borrows `bytes`. The result is valid for as long as `bytes` is.
     pub const fn new(bytes: &[u8]) -> Self {
-        RawBytes {
-            ptr: bytes.as_ptr(),
-            len: bytes.len(),
-        }
+        RawBytes { ptr: bytes.as_ptr(), len: bytes.len() }
     }
 
     /// Reads the bytes back.
@@ -209,8 +220,35 @@ pub struct HostApi {
     pub size: usize,
     /// Opaque to the plugin; passed back to every callback.
     pub ctx: *const c_void,
+    /// The name the instance serves under (since ABI version 2). It differs from the
+    /// descriptor's name when the host loads one build as several services.
+    pub service: RawStr,
+    /// The plugin version of the instance (since ABI version 2).
+    pub version: RawStr,
     /// Writes a log line into the host's `tracing`, tagged with the service and its version.
     pub log: LogFn,
+    /// Calls another service by name (since ABI version 2).
+    pub call_service: CallServiceFn,
+}
+
+/// A service this plugin depends on, with a semver requirement on that service's interface.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DependencySpec {
+    /// The service's name.
+    pub service: RawStr,
+    /// A semver requirement on its interface version, e.g. `^1.2`.
+    pub requirement: RawStr,
+}
+
+// SAFETY: both strings point at `'static`, immutable data.
+unsafe impl Sync for DependencySpec {}
+
+impl DependencySpec {
+    /// A dependency on `service`, requiring its interface version to match `requirement`.
+    pub const fn new(service: &'static str, requirement: &'static str) -> Self {
+        DependencySpec { service: RawStr::new(service), requirement: RawStr::new(requirement) }
+    }
 }
 
 /// Everything the host knows about a plugin: identity, versions, build facts and entry points.
@@ -242,6 +280,10 @@ pub struct PluginDescriptor {
     pub health: Option<HealthFn>,
     /// Destroys an instance.
     pub destroy: Option<DestroyFn>,
+    /// The services this one depends on (since ABI version 2): `dependencies_len` specs.
+    pub dependencies: *const DependencySpec,
+    /// How many dependencies there are.
+    pub dependencies_len: usize,
 }
 
 // SAFETY: a descriptor is immutable once built, and every pointer in it points at `'static`
@@ -262,11 +304,13 @@ pub struct PluginIdentity {
 }
 
 impl PluginDescriptor {
-    /// Builds the descriptor for service `S`, with every entry point running `S`'s code under
-    /// `catch_unwind`. `build_flags` must be computed in the plugin crate itself
+    /// Builds the descriptor for service `S` with its `dependencies`, with every entry point
+    /// running `S`'s code under `catch_unwind`. `build_flags` must be computed in the plugin
+    /// crate itself
     /// ([`crate::export_service!`] does so with `cfg!(panic = "unwind")`).
     pub const fn for_service<S: crate::Service>(
         identity: PluginIdentity,
+        dependencies: &'static [DependencySpec],
         build_flags: u64,
     ) -> Self {
         PluginDescriptor {
@@ -285,6 +329,8 @@ impl PluginDescriptor {
             call: Some(crate::shim::call::<S>),
             health: Some(crate::shim::health::<S>),
             destroy: Some(crate::shim::destroy::<S>),
+            dependencies: dependencies.as_ptr(),
+            dependencies_len: dependencies.len(),
         }
     }
 }

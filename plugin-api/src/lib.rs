@@ -72,26 +72,44 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod provenance;
 mod service;
 mod shim;
 
-pub use service::{Error, Host, Level, Output, OutputFull, Service};
+pub use service::{CallError, Error, Host, Level, Output, OutputFull, Service};
 
 /// Exports a [`Service`] as this plugin's entry point.
 ///
 /// ```text
 /// export_service!(Type, name: "service", version: "1.2.3", interface: "iface" @ "1.0.0");
+/// export_service!(Type, name: "front", version: "1.0.0", interface: "front" @ "1.0.0",
+///                 dependencies: ["cache" @ "^1.2", "store" @ "^2"]);
 /// ```
 ///
 /// - `name`: the service's name; callers address it by this name.
 /// - `version`: this build's own semver version (`env!("CARGO_PKG_VERSION")` is a good choice).
 /// - `interface`: the interface's name and its semver version.
+/// - `dependencies` (optional): the services this one calls through [`Host::call`], each with a
+///   semver requirement on its interface version. The host starts a service only once these
+///   run at a satisfying version, and refuses to swap one of them to a build that would break
+///   the requirement.
 ///
 /// The macro defines the `graft_plugin_entry` symbol and a static descriptor, so it may appear
 /// once per plugin.
 #[macro_export]
 macro_rules! export_service {
-    ($service:ty, name: $name:expr, version: $version:expr, interface: $iface:literal @ $iface_version:expr $(,)?) => {
+    (
+        $service:ty,
+        name: $name:expr,
+        version: $version:expr,
+        interface: $iface:literal @ $iface_version:expr
+        $(, dependencies: [$($dep:literal @ $requirement:literal),* $(,)?])?
+        $(,)?
+    ) => {
+        #[doc(hidden)]
+        const __GRAFT_PLUGIN_DEPENDENCIES: &[$crate::abi::DependencySpec] =
+            &[$($($crate::abi::DependencySpec::new($dep, $requirement)),*)?];
+
         #[doc(hidden)]
         static __GRAFT_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor =
             $crate::abi::PluginDescriptor::for_service::<$service>(
@@ -101,6 +119,7 @@ macro_rules! export_service {
                     interface_name: $iface,
                     interface_version: $iface_version,
                 },
+                __GRAFT_PLUGIN_DEPENDENCIES,
                 $crate::build_flags!(),
             );
 
@@ -120,10 +139,6 @@ macro_rules! export_service {
 #[macro_export]
 macro_rules! build_flags {
     () => {
-        if cfg!(panic = "unwind") {
-            $crate::abi::BUILD_PANIC_UNWIND
-        } else {
-            0
-        }
+        if cfg!(panic = "unwind") { $crate::abi::BUILD_PANIC_UNWIND } else { 0 }
     };
 }

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use crate::abi::{HostApi, LogFn, WriteSink, log_level};
+use std::ffi::c_void;
+
+use crate::abi::{HostApi, LogFn, RawBytes, RawStr, STATUS_OK, WriteSink, log_level};
+use crate::provenance::Provenance;
 
 /// A service a plugin provides. [`crate::export_service!`] turns an implementation into the
 /// plugin's C ABI.
@@ -27,24 +30,29 @@ pub trait Service: Send + Sync + Sized + 'static {
 
 /// An error a service returns to its caller: a message the host reports along with the
 /// service's name and version.
+///
+/// An error made from a [`CallError`] (as `?` does) also carries where that failure came from,
+/// so the host can tell its caller which service failed and through which chain of calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     message: String,
+    provenance: Option<Vec<u8>>,
 }
 
 impl Error {
     /// An error with this message.
     pub fn new(message: impl fmt::Display) -> Self {
-        Error {
-            message: message.to_string(),
-        }
+        Error { message: message.to_string(), provenance: None }
     }
 
     /// The error for a method the service does not have.
     pub fn unknown_method(method: &str) -> Self {
-        Error {
-            message: format!("unknown method `{method}`"),
-        }
+        Error::new(format_args!("unknown method `{method}`"))
+    }
+
+    /// The provenance record of the failed service call this error passes on, if any.
+    pub(crate) fn provenance(&self) -> Option<&[u8]> {
+        self.provenance.as_deref()
     }
 
     /// The message.
@@ -69,9 +77,45 @@ impl From<&str> for Error {
 
 impl From<String> for Error {
     fn from(message: String) -> Self {
-        Error { message }
+        Error { message, provenance: None }
     }
 }
+
+impl From<CallError> for Error {
+    fn from(error: CallError) -> Self {
+        Error { message: error.message, provenance: Some(error.provenance) }
+    }
+}
+
+/// A call to another service failed: [`Host::call`]'s error.
+///
+/// Pass it on with `?` to keep its provenance: the host then reports to its caller which
+/// service and version failed and through which chain of calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    message: String,
+    provenance: Vec<u8>,
+}
+
+impl CallError {
+    /// A one-line description: the chain of calls and the failure.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The decoded provenance record, if the host sent a valid one.
+    pub fn provenance(&self) -> Option<Provenance> {
+        Provenance::decode(&self.provenance)
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallError {}
 
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
@@ -100,7 +144,8 @@ pub enum Level {
     Trace,
 }
 
-/// The host, as seen by a service: a way to write log lines into the host's `tracing`.
+/// The host, as seen by a service: calls to other services, and log lines into the host's
+/// `tracing`.
 ///
 /// A plugin has its own copy of every global (a `tracing` subscriber, a `log` logger) and the
 /// host's are invisible to it; logging through `Host` is how its lines reach the host's output,
@@ -135,9 +180,27 @@ impl Host {
 
     /// A host that drops every log line, for unit tests of a service outside any host.
     pub fn detached() -> Self {
-        Host {
-            api: std::ptr::null(),
+        Host { api: std::ptr::null() }
+    }
+
+    /// The name this instance serves under, as the host knows it (empty for a detached host).
+    ///
+    /// It is the descriptor's name unless the host loaded this build under another name.
+    pub fn service(&self) -> &'static str {
+        self.api_v2().map_or("", |api| {
+            // SAFETY: the host's strings live as long as the table, for the rest of the process.
+            let bytes = unsafe { api.service.as_bytes() };
+            std::str::from_utf8(bytes).unwrap_or("")
+        })
+    }
+
+    fn api_v2(&self) -> Option<&'static HostApi> {
+        if self.api.is_null() {
+            return None;
         }
+        // SAFETY: non-null, and valid for the rest of the process (`from_raw`'s contract).
+        let api = unsafe { &*self.api };
+        (api.size >= std::mem::size_of::<HostApi>()).then_some(api)
     }
 
     /// Writes `message` at `level` into the host's log.
@@ -162,6 +225,57 @@ impl Host {
         // SAFETY: the host's `log` takes its own `ctx` and a pointer with a length that is valid
         // for the duration of the call, which `message` is.
         unsafe { log(api.ctx, level, message.as_ptr(), message.len()) }
+    }
+
+    /// Calls `method` of `service` with `input` through the host, appending the answer to
+    /// `output`.
+    ///
+    /// The host resolves `service` by name on every call, so this never reaches a stale
+    /// instance of a service that was restarted or swapped. If the service is starting or
+    /// paused, the host waits for it, with a bounded back-off, up to its configured deadline.
+    pub fn call(
+        &self,
+        service: &str,
+        method: &str,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), CallError> {
+        let unavailable = |why: &str| CallError {
+            message: format!("cannot call `{service}`: {why}"),
+            provenance: Vec::new(),
+        };
+        if self.api.is_null() {
+            return Err(unavailable("no host (a detached Host)"));
+        }
+        // SAFETY: `api` is non-null and valid for the rest of the process (`from_raw`'s
+        // contract).
+        let api = unsafe { &*self.api };
+        if api.size < std::mem::size_of::<HostApi>() {
+            return Err(unavailable("the host does not offer calls between services"));
+        }
+        let mut record = Vec::new();
+        let output_sink = vec_sink(output);
+        let error_sink = vec_sink(&mut record);
+        // SAFETY: the host's `call_service` takes its own `ctx`, string and byte views valid for
+        // the call, and two sinks that stay valid (their vectors are borrowed) until it returns.
+        let status = unsafe {
+            (api.call_service)(
+                api.ctx,
+                RawStr::new(service),
+                RawStr::new(method),
+                RawBytes::new(input),
+                &output_sink,
+                &error_sink,
+            )
+        };
+        if status == STATUS_OK {
+            return Ok(());
+        }
+        let message = match Provenance::decode(&record) {
+            Some(provenance) => provenance.describe(),
+            None => String::from_utf8_lossy(&record).into_owned(),
+        };
+        Err(CallError { message, provenance: record })
     }
 
     /// Writes an error line into the host's log.
@@ -251,4 +365,32 @@ pub(crate) fn write_to_sink(sink: &WriteSink, bytes: &[u8]) -> Result<(), Output
     // initialised memory valid for the call, which `bytes` is.
     let status = unsafe { write(sink.ctx, bytes.as_ptr(), bytes.len()) };
     if status == 0 { Ok(()) } else { Err(OutputFull) }
+}
+
+/// A sink that appends to `buffer`, for the plugin's own buffers; valid while `buffer` is
+/// borrowed.
+fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
+    WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: write_vec }
+}
+
+/// `WriteFn` for a plugin-owned `Vec<u8>`: appends, or returns 1 if the vector cannot grow.
+///
+/// # Safety
+/// `ctx` must be the `*mut Vec<u8>` of a live [`vec_sink`] borrow not otherwise used during the
+/// call; `data` must point at `len` readable bytes.
+unsafe extern "C" fn write_vec(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+    if len == 0 {
+        return 0;
+    }
+    if data.is_null() {
+        return 1;
+    }
+    // SAFETY: `ctx` is the exclusive borrow taken by `vec_sink` (this function's contract).
+    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
+    if buffer.try_reserve(len).is_err() {
+        return 1;
+    }
+    // SAFETY: the caller passes `len` readable bytes at the non-null `data`.
+    buffer.extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+    0
 }

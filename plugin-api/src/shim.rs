@@ -9,7 +9,9 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::Service;
-use crate::abi::{HostApi, RawBytes, RawStr, STATUS_ERROR, STATUS_OK, STATUS_PANIC, WriteSink};
+use crate::abi::{
+    HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC, WriteSink,
+};
 use crate::service::{Host, Output, write_to_sink};
 
 /// `CreateFn` for `S`.
@@ -64,11 +66,16 @@ pub(crate) unsafe extern "C" fn call<S: Service>(
     };
     // SAFETY: `output` is a host sink valid for this call.
     let mut output = unsafe { Output::from_sink(output) };
-    match catch_unwind(AssertUnwindSafe(|| {
-        service.call(method, input, &mut output)
-    })) {
+    match catch_unwind(AssertUnwindSafe(|| service.call(method, input, &mut output))) {
         Ok(Ok(())) => STATUS_OK,
-        Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
+        Ok(Err(e)) => match e.provenance() {
+            // A failed call to another service, passed on: hand its record back to the host.
+            Some(record) => {
+                let _ = write_to_sink(error, record);
+                STATUS_DEPENDENCY
+            }
+            None => report(error, STATUS_ERROR, e.message()),
+        },
         Err(payload) => report_panic(error, payload),
     }
 }
@@ -179,10 +186,7 @@ mod tests {
     }
 
     fn sink(buffer: &mut Vec<u8>) -> WriteSink {
-        WriteSink {
-            ctx: (buffer as *mut Vec<u8>).cast(),
-            write: append,
-        }
+        WriteSink { ctx: (buffer as *mut Vec<u8>).cast(), write: append }
     }
 
     fn new_echo() -> *mut c_void {
@@ -230,19 +234,11 @@ mod tests {
         );
         assert_eq!(
             call_echo(instance, "panic", b"four"),
-            (
-                STATUS_PANIC,
-                Vec::new(),
-                "panicked on purpose: 4".to_owned()
-            )
+            (STATUS_PANIC, Vec::new(), "panicked on purpose: 4".to_owned())
         );
         assert_eq!(
             call_echo(instance, "panic-static", b""),
-            (
-                STATUS_PANIC,
-                Vec::new(),
-                "panic with a non-string payload".to_owned()
-            )
+            (STATUS_PANIC, Vec::new(), "panic with a non-string payload".to_owned())
         );
         assert_eq!(call_echo(instance, "echo", b"still here").0, STATUS_OK);
         destroy_echo(instance);
@@ -257,10 +253,7 @@ mod tests {
         let status = unsafe {
             call::<Echo>(
                 instance,
-                RawStr {
-                    ptr: bad.as_ptr(),
-                    len: bad.len(),
-                },
+                RawStr { ptr: bad.as_ptr(), len: bad.len() },
                 RawBytes::new(b""),
                 &sink(&mut output),
                 &sink(&mut error),

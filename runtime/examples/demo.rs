@@ -23,10 +23,7 @@ struct Tally {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .compact()
-        .init();
+    tracing_subscriber::fmt().with_target(false).compact().init();
 
     println!("building the greeter plugins ...");
     let plugins = tempfile::tempdir()?;
@@ -35,11 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let v2_0 = graft_tests::copy_to(Fixture::Greeter2_0, plugins.path(), "greeter-2.0.so")?;
 
     let runtime = Runtime::new()?;
-    let loaded = runtime.load(&v1_0)?;
-    println!(
-        "loaded greeter {} in {:?}",
-        loaded.info.plugin_version, loaded.took
-    );
+    let loaded = runtime.load_and_start(&v1_0)?;
+    println!("loaded greeter {} in {:?}", loaded.info.plugin_version, loaded.took);
     let greeter = runtime.handle("greeter")?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -53,10 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     thread::sleep(Duration::from_millis(300));
     let swap = runtime.swap("greeter", &v1_1)?;
-    println!(
-        "swapped greeter {} -> {} in {:?}",
-        swap.from, swap.to, swap.took
-    );
+    println!("swapped greeter {} -> {} in {:?}", swap.from, swap.to, swap.took);
     swap.previous.wait_drained(Duration::from_secs(5))?;
     println!("greeter {} drained: no call runs in it any more", swap.from);
 
@@ -70,10 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     thread::sleep(Duration::from_millis(300));
     let rollback = runtime.rollback("greeter")?;
-    println!(
-        "rolled greeter back {} -> {} in {:?}",
-        rollback.from, rollback.to, rollback.took
-    );
+    println!("rolled greeter back {} -> {} in {:?}", rollback.from, rollback.to, rollback.took);
 
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Release);
@@ -95,17 +83,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  errors:                          {}", total.errors);
     println!("  swap 1.0.0 -> 1.1.0 took         {:?}", swap.took);
     println!("  rollback 1.1.0 -> 1.0.0 took     {:?}", rollback.took);
+    let current = status.current.as_ref().ok_or("greeter has no serving instance")?;
     println!(
         "  serving greeter {} (generation {}), rollback target {}",
-        status.current.version,
-        status.current.id,
+        current.version,
+        current.id,
         status
             .history
             .first()
-            .map_or("none".to_owned(), |g| format!(
-                "{} (generation {})",
-                g.version, g.id
-            ))
+            .map_or("none".to_owned(), |g| format!("{} (generation {})", g.version, g.id))
     );
     if total.errors > 0 || total.other > 0 || total.v1_0 == 0 || total.v1_1 == 0 {
         return Err("the demo saw failed or unexpected calls".into());

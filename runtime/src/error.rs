@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use semver::{Version, VersionReq};
 
-use crate::GenerationId;
+use crate::{GenerationId, ServiceState};
 
 /// Everything that can go wrong in the runtime.
 ///
@@ -244,32 +244,121 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The service is stopped (or failed, or loaded but never started) and admits no calls.
+    Stopped {
+        /// The service.
+        service: String,
+        /// Its state.
+        state: ServiceState,
+    },
+    /// The service was starting or paused, or not running at all for a call between services,
+    /// and did not become ready within the deadline.
+    NotReady {
+        /// The service.
+        service: String,
+        /// Its state when the deadline passed (`None`: not loaded).
+        state: Option<ServiceState>,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The operation is not possible in the service's current state.
+    InvalidState {
+        /// The service.
+        service: String,
+        /// What was asked, e.g. `"pause"`.
+        operation: &'static str,
+        /// The state the service is in.
+        state: ServiceState,
+    },
+    /// A dependency of the service is not running.
+    DependencyNotRunning {
+        /// The service that needs it.
+        service: String,
+        /// The dependency.
+        dependency: String,
+        /// Its state (`None`: not loaded).
+        state: Option<ServiceState>,
+    },
+    /// A dependency runs at an interface version that does not satisfy the requirement.
+    DependencyMismatch {
+        /// The service that needs it.
+        service: String,
+        /// The dependency.
+        dependency: String,
+        /// The requirement on its interface.
+        required: Box<VersionReq>,
+        /// The interface version it runs.
+        found: Version,
+    },
+    /// The service cannot stop while services that depend on it run; stop with cascade to stop
+    /// them too.
+    DependentsRunning {
+        /// The service.
+        service: String,
+        /// The running dependents.
+        dependents: Vec<String>,
+    },
+    /// The new build's interface version would break a running dependent's requirement.
+    BreaksDependent {
+        /// The service being swapped.
+        service: String,
+        /// The dependent whose requirement would break.
+        dependent: String,
+        /// Its requirement.
+        required: Box<VersionReq>,
+        /// The new build's interface version.
+        found: Version,
+    },
+    /// Loading the service would close a dependency cycle.
+    DependencyCycle {
+        /// The services on the cycle, in order: each depends on the next, the last on the first.
+        cycle: Vec<String>,
+    },
+    /// A call failed in another service, reached through a chain of calls.
+    DependencyFailed {
+        /// The calls through which the failure came, outermost first: the service the caller
+        /// called, then each service that called the next. The failing service is not in it.
+        chain: Vec<Hop>,
+        /// The failure where it happened.
+        cause: Box<Error>,
+    },
+    /// A failure that happened in another service down a chain of calls and reached here as a
+    /// record: its kind and details are in the message.
+    Remote {
+        /// The service where it happened.
+        service: String,
+        /// The method that was called there.
+        method: String,
+        /// What happened.
+        message: String,
+    },
+    /// A batch operation stopped after a failure; the report says what happened to each service.
+    Batch(Box<crate::batch::BatchReport>),
+}
+
+/// One call in a chain of calls between services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The service called.
+    pub service: String,
+    /// Its version.
+    pub version: String,
+    /// The method called.
+    pub method: String,
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io {
-                action,
-                path,
-                source,
-            } => {
+            Error::Io { action, path, source } => {
                 write!(f, "{action} {}: {source}", path.display())
             }
             Error::NotAFile { path } => write!(f, "{} is not a regular file", path.display()),
             Error::NotElf { path } => {
-                write!(
-                    f,
-                    "{} is not an ELF file (wrong magic number)",
-                    path.display()
-                )
+                write!(f, "{} is not an ELF file (wrong magic number)", path.display())
             }
             Error::WrongElf { path, reason } => {
-                write!(
-                    f,
-                    "{} is not a shared library for this host: {reason}",
-                    path.display()
-                )
+                write!(f, "{} is not a shared library for this host: {reason}", path.display())
             }
             Error::Truncated { path, needed, size } => write!(
                 f,
@@ -280,11 +369,7 @@ impl fmt::Display for Error {
                 write!(f, "loading {} failed: {source}", path.display())
             }
             Error::MissingSymbol { path, symbol, .. } => {
-                write!(
-                    f,
-                    "{} does not export the symbol `{symbol}`",
-                    path.display()
-                )
+                write!(f, "{} does not export the symbol `{symbol}`", path.display())
             }
             Error::BadMagic { path, found } => write!(
                 f,
@@ -292,31 +377,15 @@ impl fmt::Display for Error {
                 path.display(),
                 graft_plugin_api::abi::MAGIC
             ),
-            Error::AbiMismatch {
-                path,
-                expected,
-                found,
-            } => write!(
+            Error::AbiMismatch { path, expected, found } => write!(
                 f,
                 "{} speaks graft ABI version {found}, this host speaks version {expected}",
                 path.display()
             ),
-            Error::InvalidDescriptor {
-                path,
-                field,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "{} has an invalid descriptor field `{field}`: {reason}",
-                    path.display()
-                )
+            Error::InvalidDescriptor { path, field, reason } => {
+                write!(f, "{} has an invalid descriptor field `{field}`: {reason}", path.display())
             }
-            Error::PanicAbortBuild {
-                path,
-                service,
-                version,
-            } => write!(
+            Error::PanicAbortBuild { path, service, version } => write!(
                 f,
                 "{service} {version} ({}) was built with panic = \"abort\" and would abort the host on its first panic",
                 path.display()
@@ -325,128 +394,105 @@ impl fmt::Display for Error {
                 write!(f, "no service named `{service}` is loaded")
             }
             Error::AlreadyLoaded { service, version } => {
-                write!(
-                    f,
-                    "service `{service}` is already loaded at version {version}"
-                )
+                write!(f, "service `{service}` is already loaded at version {version}")
             }
-            Error::ServiceMismatch {
-                expected,
-                found,
-                path,
-            } => write!(
-                f,
-                "{} provides service `{found}`, not `{expected}`",
-                path.display()
-            ),
-            Error::InterfaceMismatch {
-                service,
-                expected,
-                found,
-            } => write!(
+            Error::ServiceMismatch { expected, found, path } => {
+                write!(f, "{} provides service `{found}`, not `{expected}`", path.display())
+            }
+            Error::InterfaceMismatch { service, expected, found } => write!(
                 f,
                 "service `{service}` implements interface `{expected}`, the new build implements `{found}`"
             ),
-            Error::IncompatibleInterface {
-                service,
-                required,
-                found,
-                plugin_version,
-            } => write!(
+            Error::IncompatibleInterface { service, required, found, plugin_version } => write!(
                 f,
                 "service `{service}` requires interface version {required}, build {plugin_version} implements {found}"
             ),
             Error::SameVersion { service, version } => {
-                write!(
-                    f,
-                    "service `{service}` is already serving version {version}"
-                )
+                write!(f, "service `{service}` is already serving version {version}")
             }
-            Error::CreateFailed {
-                service,
-                version,
-                message,
-                panicked: true,
-            } => {
+            Error::CreateFailed { service, version, message, panicked: true } => {
                 write!(f, "{service} {version} panicked while starting: {message}")
             }
-            Error::CreateFailed {
-                service,
-                version,
-                message,
-                panicked: false,
-            } => {
+            Error::CreateFailed { service, version, message, panicked: false } => {
                 write!(f, "{service} {version} failed to start: {message}")
             }
-            Error::HealthCheckFailed {
-                service,
-                version,
-                message,
-            } => {
+            Error::HealthCheckFailed { service, version, message } => {
                 write!(f, "{service} {version} failed its health check: {message}")
             }
-            Error::CallFailed {
-                service,
-                version,
-                method,
-                message,
-            } => {
+            Error::CallFailed { service, version, method, message } => {
                 write!(f, "{service} {version} failed in `{method}`: {message}")
             }
-            Error::PluginPanicked {
-                service,
-                version,
-                method,
-                message,
-            } => {
+            Error::PluginPanicked { service, version, method, message } => {
                 write!(f, "{service} {version} panicked in `{method}`: {message}")
             }
-            Error::InvalidStatus {
-                service,
-                version,
-                entry,
-                status,
-            } => {
-                write!(
-                    f,
-                    "{service} {version} returned undefined status {status} from `{entry}`"
-                )
+            Error::InvalidStatus { service, version, entry, status } => {
+                write!(f, "{service} {version} returned undefined status {status} from `{entry}`")
             }
-            Error::OutputTooLarge {
-                service,
-                version,
-                method,
-            } => {
-                write!(
-                    f,
-                    "{service} {version}: no memory for the output of `{method}`"
-                )
+            Error::OutputTooLarge { service, version, method } => {
+                write!(f, "{service} {version}: no memory for the output of `{method}`")
             }
             Error::NoRollbackTarget { service } => {
-                write!(
-                    f,
-                    "service `{service}` has no earlier generation to roll back to"
-                )
+                write!(f, "service `{service}` has no earlier generation to roll back to")
             }
-            Error::DrainTimeout {
-                service,
-                version,
-                generation,
-                waited,
-            } => write!(
+            Error::DrainTimeout { service, version, generation, waited } => write!(
                 f,
                 "{service} {version} (generation {generation}) still has calls running after {waited:?}"
             ),
-            Error::UnloadTimeout {
-                service,
-                version,
-                generation,
-                waited,
-            } => write!(
+            Error::UnloadTimeout { service, version, generation, waited } => write!(
                 f,
                 "{service} {version} (generation {generation}) is still loaded after {waited:?}"
             ),
             Error::Thread { source } => write!(f, "starting the runtime's thread failed: {source}"),
+            Error::Stopped { service, state } => {
+                write!(f, "service `{service}` is {state} and admits no calls")
+            }
+            Error::NotReady { service, state: Some(state), waited } => {
+                write!(f, "service `{service}` was not ready within {waited:?} (it is {state})")
+            }
+            Error::NotReady { service, state: None, waited } => {
+                write!(f, "service `{service}` was not ready within {waited:?} (it is not loaded)")
+            }
+            Error::InvalidState { service, operation, state } => {
+                write!(f, "cannot {operation} service `{service}` while it is {state}")
+            }
+            Error::DependencyNotRunning { service, dependency, state: Some(state) } => write!(
+                f,
+                "service `{service}` depends on `{dependency}`, which is {state}, not running"
+            ),
+            Error::DependencyNotRunning { service, dependency, state: None } => {
+                write!(f, "service `{service}` depends on `{dependency}`, which is not loaded")
+            }
+            Error::DependencyMismatch { service, dependency, required, found } => write!(
+                f,
+                "service `{service}` requires `{dependency}` at interface {required}, it runs {found}"
+            ),
+            Error::DependentsRunning { service, dependents } => write!(
+                f,
+                "service `{service}` cannot stop while its dependents run: {}",
+                dependents.join(", ")
+            ),
+            Error::BreaksDependent { service, dependent, required, found } => write!(
+                f,
+                "swapping `{service}` to interface {found} would break `{dependent}`, which requires {required}"
+            ),
+            Error::DependencyCycle { cycle } => {
+                write!(
+                    f,
+                    "dependency cycle: {} -> {}",
+                    cycle.join(" -> "),
+                    cycle.first().map_or("", String::as_str)
+                )
+            }
+            Error::DependencyFailed { chain, cause } => {
+                for hop in chain {
+                    write!(f, "{} {} `{}` -> ", hop.service, hop.version, hop.method)?;
+                }
+                write!(f, "{cause}")
+            }
+            Error::Remote { service, method, message } => {
+                write!(f, "{service} failed in `{method}`: {message}")
+            }
+            Error::Batch(report) => write!(f, "{report}"),
         }
     }
 }
@@ -456,6 +502,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } | Error::Thread { source } => Some(source),
             Error::Open { source, .. } | Error::MissingSymbol { source, .. } => Some(source),
+            Error::DependencyFailed { cause, .. } => Some(cause.as_ref()),
             _ => None,
         }
     }
@@ -469,10 +516,6 @@ mod tests {
     /// `result_large_err` threshold (128 bytes) so that callers' lints stay quiet.
     #[test]
     fn error_stays_small() {
-        assert!(
-            std::mem::size_of::<Error>() < 128,
-            "{}",
-            std::mem::size_of::<Error>()
-        );
+        assert!(std::mem::size_of::<Error>() < 128, "{}", std::mem::size_of::<Error>());
     }
 }

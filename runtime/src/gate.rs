@@ -51,10 +51,7 @@ pub(crate) fn check_swap(
     }
     check_interface_version(service, candidate, requirement)?;
     if candidate.plugin_version == *current {
-        return Err(Error::SameVersion {
-            service: service.to_owned(),
-            version: current.clone(),
-        });
+        return Err(Error::SameVersion { service: service.to_owned(), version: current.clone() });
     }
     Ok(())
 }
@@ -95,13 +92,7 @@ mod tests {
 
     fn swap(candidate: &PluginInfo) -> Result<(), Error> {
         let requirement = default_requirement(&Version::new(1, 0, 0));
-        check_swap(
-            "greeter",
-            "greeter",
-            &requirement,
-            &Version::new(1, 0, 0),
-            candidate,
-        )
+        check_swap("greeter", "greeter", &requirement, &Version::new(1, 0, 0), candidate)
     }
 
     #[test]
@@ -114,12 +105,7 @@ mod tests {
     fn a_major_interface_bump_is_refused_with_both_versions() {
         let err = swap(&build("greeter", "greeter", "2.0.0", "2.0.0")).unwrap_err();
         match err {
-            Error::IncompatibleInterface {
-                service,
-                required,
-                found,
-                plugin_version,
-            } => {
+            Error::IncompatibleInterface { service, required, found, plugin_version } => {
                 assert_eq!(service, "greeter");
                 assert_eq!(required.to_string(), "^1.0.0");
                 assert_eq!(found, Version::new(2, 0, 0));
@@ -133,13 +119,7 @@ mod tests {
     fn an_older_interface_than_required_is_refused() {
         let requirement = VersionReq::parse("^1.2.0").unwrap();
         let older = build("greeter", "greeter", "1.1.0", "1.9.0");
-        let err = check_swap(
-            "greeter",
-            "greeter",
-            &requirement,
-            &Version::new(1, 2, 0),
-            &older,
-        );
+        let err = check_swap("greeter", "greeter", &requirement, &Version::new(1, 2, 0), &older);
         assert!(matches!(err, Err(Error::IncompatibleInterface { .. })));
     }
 

@@ -1,9 +1,10 @@
 //! Generations, leases and drains: what keeps plugin code loaded while it may still run.
 //!
-//! A [`Generation`] is one instance of one loaded plugin. It owns the [`Plugin`] (the library)
-//! and the instance made from it, and dropping it destroys the instance and then closes the
-//! library. Because every holder reaches it through an `Arc`, it is dropped only when nobody can
-//! call into it any more.
+//! A [`Generation`] is one instance of one loaded plugin. It owns the instance and a reference
+//! to the [`Plugin`] (the library) it was made from; dropping it destroys the instance and then
+//! releases the library, which closes with its last generation (a restart makes a new
+//! generation from the same library). Because every holder reaches a generation through an
+//! `Arc`, it is dropped only when nobody can call into it any more.
 //!
 //! A [`Lease`] is one *publication* of a generation: the value a service's `ArcSwap` points at.
 //! A swap or a rollback stores a new lease and drops the runtime's reference to the old one. A
@@ -11,6 +12,10 @@
 //! each guard still in flight into a strong count on that lease, so the old lease is dropped
 //! exactly when the last call that loaded it returns. Its `Drop` is therefore the drain signal:
 //! no per-call counter, no polling. A generation is *drained* when it has no live lease.
+//!
+//! A lease also carries the service's state: only a *serving* lease has a call target; a paused
+//! or starting one has a gate that waiting calls block on; a stopped one has neither. So the
+//! call path reads the state from the lease it loaded anyway, and pays nothing for it.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -19,14 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use graft_plugin_api::abi::{CallFn, RawBytes, RawStr, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
+use graft_plugin_api::abi::{
+    CallFn, HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+};
 use parking_lot::{Condvar, Mutex};
 use semver::Version;
 
-use crate::Error;
-use crate::host::{host_api, vec_sink};
+use crate::events::{EventBus, EventKind};
+use crate::host::{provenance, vec_sink};
 use crate::loader::{Plugin, PluginInfo};
+use crate::probation::Probation;
 use crate::reaper::ReaperEvent;
+use crate::{Error, ServiceState};
 
 /// Identifies one generation within a runtime; increases with every instance the runtime makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,9 +61,11 @@ impl fmt::Display for GenerationId {
 pub(crate) struct Generation {
     id: GenerationId,
     instance: *mut c_void,
-    reaper: Sender<ReaperEvent>,
-    /// Closed when dropped, after `Drop::drop` destroyed the instance.
-    plugin: Plugin,
+    /// The name the instance serves under (the descriptor's, or the alias it was loaded as).
+    service: Arc<str>,
+    hooks: Hooks,
+    /// Released when dropped, after `Drop::drop` destroyed the instance.
+    plugin: Arc<Plugin>,
     /// Declared last so that it is dropped last: it reports the generation unloaded only once
     /// `plugin` is closed.
     life: LifeOwner,
@@ -72,21 +83,29 @@ impl fmt::Debug for Generation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Generation")
             .field("id", &self.id)
-            .field("service", &self.plugin.info().service)
+            .field("service", &self.service)
             .field("version", &self.plugin.info().plugin_version.to_string())
             .finish_non_exhaustive()
     }
 }
 
+/// Where a generation reports: the reaper that unloads it and the runtime's event bus.
+#[derive(Debug, Clone)]
+pub(crate) struct Hooks {
+    pub reaper: Sender<ReaperEvent>,
+    pub events: Arc<EventBus>,
+}
+
 impl Generation {
-    /// Creates an instance of `plugin`. On failure the plugin is dropped, which closes it.
+    /// Creates an instance of `plugin`, serving as `service`, with the host table `host`.
     pub fn start(
-        plugin: Plugin,
+        plugin: Arc<Plugin>,
+        service: Arc<str>,
         id: GenerationId,
-        reaper: Sender<ReaperEvent>,
+        host: &'static HostApi,
+        hooks: Hooks,
     ) -> Result<Generation, Error> {
         let info = plugin.info();
-        let host = host_api(&info.service, &info.plugin_version.to_string());
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
         let sink = vec_sink(&mut message);
@@ -96,7 +115,7 @@ impl Generation {
         // call.
         let status = unsafe { create(host, &mut instance, &sink) };
         let failed = |panicked: bool, message: Vec<u8>| Error::CreateFailed {
-            service: info.service.clone(),
+            service: service.to_string(),
             version: info.plugin_version.clone(),
             message: String::from_utf8_lossy(&message).into_owned(),
             panicked,
@@ -108,22 +127,24 @@ impl Generation {
             STATUS_PANIC => return Err(failed(true, message)),
             status => {
                 return Err(Error::InvalidStatus {
-                    service: info.service.clone(),
+                    service: service.to_string(),
                     version: info.plugin_version.clone(),
                     entry: "create",
                     status,
                 });
             }
         }
-        let life = LifeOwner(Arc::new(Life::new(id, info)));
-        tracing::debug!(service = %info.service, version = %info.plugin_version, generation = %id, "instance created");
-        Ok(Generation {
-            id,
-            instance,
-            reaper,
-            plugin,
-            life,
-        })
+        let life = LifeOwner(Arc::new(Life::new(id, &service, &info.plugin_version)));
+        tracing::debug!(service = %service, version = %info.plugin_version, generation = %id, "instance created");
+        Ok(Generation { id, instance, service, hooks, plugin, life })
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.plugin.info().plugin_version
+    }
+
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
     }
 
     pub fn id(&self) -> GenerationId {
@@ -135,9 +156,7 @@ impl Generation {
     }
 
     pub fn watch(&self) -> GenerationWatch {
-        GenerationWatch {
-            life: Arc::clone(&self.life.0),
-        }
+        GenerationWatch { life: Arc::clone(&self.life.0) }
     }
 
     /// Runs the instance's health check.
@@ -148,17 +167,16 @@ impl Generation {
         // SAFETY: `health` comes from the open `plugin`, and `instance` is live (destroyed only in
         // `Drop`); the sink is valid for the call.
         let status = unsafe { health(self.instance, &sink) };
-        let info = self.info();
         match status {
             STATUS_OK => Ok(()),
             STATUS_ERROR | STATUS_PANIC => Err(Error::HealthCheckFailed {
-                service: info.service.clone(),
-                version: info.plugin_version.clone(),
+                service: self.service.to_string(),
+                version: self.version().clone(),
                 message: String::from_utf8_lossy(&message).into_owned(),
             }),
             status => Err(Error::InvalidStatus {
-                service: info.service.clone(),
-                version: info.plugin_version.clone(),
+                service: self.service.to_string(),
+                version: self.version().clone(),
                 entry: "health",
                 status,
             }),
@@ -170,7 +188,7 @@ impl Generation {
         self.life.0.state.lock().retired = true;
         // The reaper checks the drain itself; if it is gone (the runtime is shutting down), the
         // last `Arc` unloads the generation wherever it is dropped, which is just as safe.
-        let _ = self.reaper.send(ReaperEvent::Retire(Arc::clone(&self)));
+        let _ = self.hooks.reaper.send(ReaperEvent::Retire(Arc::clone(&self)));
     }
 
     pub fn is_drained(&self) -> bool {
@@ -190,10 +208,14 @@ impl Generation {
             self.life.0.changed.notify_all();
             state.retired
         };
-        let info = self.info();
-        tracing::info!(service = %info.service, version = %info.plugin_version, generation = %self.id, "generation drained");
+        tracing::info!(service = %self.service, version = %self.version(), generation = %self.id, "generation drained");
+        self.hooks.events.emit(
+            &self.service,
+            self.version(),
+            EventKind::Drained { generation: self.id },
+        );
         if retired {
-            let reaper = self.reaper.clone();
+            let reaper = self.hooks.reaper.clone();
             // If the reaper is gone (the runtime is shutting down), the event comes back in the
             // error and the generation is dropped here, which is just as safe.
             let _ = reaper.send(ReaperEvent::Drained(self));
@@ -210,19 +232,20 @@ impl Drop for Generation {
         // instance; it is destroyed once, here, while `plugin` is still open (the
         // type's invariant).
         let status = unsafe { destroy(self.instance, &sink) };
-        let info = self.plugin.info();
+        let version = self.version();
         if status != STATUS_OK {
             tracing::warn!(
-                service = %info.service,
-                version = %info.plugin_version,
+                service = %self.service,
+                version = %version,
                 generation = %self.id,
                 error = %String::from_utf8_lossy(&message),
                 "destroying the instance failed"
             );
         }
-        tracing::info!(service = %info.service, version = %info.plugin_version, generation = %self.id, "generation unloaded");
-        // The fields are dropped after this body, in declaration order: `plugin` closes the
-        // library, then `life` reports the generation unloaded.
+        tracing::info!(service = %self.service, version = %version, generation = %self.id, "generation unloaded");
+        // The fields are dropped after this body, in declaration order: `plugin` releases the
+        // library (closing it if this was its last generation), then `life` reports the
+        // generation unloaded.
     }
 }
 
@@ -260,11 +283,11 @@ struct LifeState {
 }
 
 impl Life {
-    fn new(id: GenerationId, info: &PluginInfo) -> Self {
+    fn new(id: GenerationId, service: &str, version: &Version) -> Self {
         Life {
             id,
-            service: info.service.clone(),
-            version: info.plugin_version.clone(),
+            service: service.to_owned(),
+            version: version.clone(),
             state: Mutex::new(LifeState::default()),
             changed: Condvar::new(),
         }
@@ -278,6 +301,13 @@ pub struct GenerationWatch {
 }
 
 impl GenerationWatch {
+    /// A watch on no generation: drained and unloaded from the start.
+    pub(crate) fn detached() -> Self {
+        let life = Life::new(GenerationId(0), "", &Version::new(0, 0, 0));
+        life.state.lock().unloaded = true;
+        GenerationWatch { life: Arc::new(life) }
+    }
+
     /// The generation watched.
     pub fn generation(&self) -> GenerationId {
         self.life.id
@@ -294,7 +324,8 @@ impl GenerationWatch {
         self.life.state.lock().leases == 0
     }
 
-    /// True once its instance is destroyed and its library closed.
+    /// True once its instance is destroyed and its reference to the library released (the
+    /// library closes with the last generation made from it).
     pub fn is_unloaded(&self) -> bool {
         self.life.state.lock().unloaded
     }
@@ -302,25 +333,23 @@ impl GenerationWatch {
     /// Waits until the generation is drained, at most `timeout`. A timeout is reported as
     /// [`Error::DrainTimeout`]; nothing is forced.
     pub fn wait_drained(&self, timeout: Duration) -> Result<(), Error> {
-        self.wait(timeout, |s| s.leases == 0 || s.unloaded)
-            .map_err(|waited| Error::DrainTimeout {
-                service: self.life.service.clone(),
-                version: self.life.version.clone(),
-                generation: self.life.id,
-                waited,
-            })
+        self.wait(timeout, |s| s.leases == 0 || s.unloaded).map_err(|waited| Error::DrainTimeout {
+            service: self.life.service.clone(),
+            version: self.life.version.clone(),
+            generation: self.life.id,
+            waited,
+        })
     }
 
     /// Waits until the generation is unloaded, at most `timeout`. A generation kept in the
     /// history is not unloaded; this waits for ones that left it.
     pub fn wait_unloaded(&self, timeout: Duration) -> Result<(), Error> {
-        self.wait(timeout, |s| s.unloaded)
-            .map_err(|waited| Error::UnloadTimeout {
-                service: self.life.service.clone(),
-                version: self.life.version.clone(),
-                generation: self.life.id,
-                waited,
-            })
+        self.wait(timeout, |s| s.unloaded).map_err(|waited| Error::UnloadTimeout {
+            service: self.life.service.clone(),
+            version: self.life.version.clone(),
+            generation: self.life.id,
+            waited,
+        })
     }
 
     fn wait(&self, timeout: Duration, done: impl Fn(&LifeState) -> bool) -> Result<(), Duration> {
@@ -329,11 +358,7 @@ impl GenerationWatch {
         let mut state = self.life.state.lock();
         while !done(&state) {
             let timed_out = match deadline {
-                Some(deadline) => self
-                    .life
-                    .changed
-                    .wait_until(&mut state, deadline)
-                    .timed_out(),
+                Some(deadline) => self.life.changed.wait_until(&mut state, deadline).timed_out(),
                 None => {
                     self.life.changed.wait(&mut state);
                     false
@@ -347,16 +372,26 @@ impl GenerationWatch {
     }
 }
 
-/// One publication of a generation: what a service's `ArcSwap` points at.
+/// One publication of a service's state: what its `ArcSwap` points at.
 ///
-/// Invariant: `instance` and `call` are copies of the instance pointer and the call entry of
-/// `generation`, kept here so that a call reads them without a second indirection; they are
-/// valid while `generation` is, which this lease keeps alive.
+/// Invariant: `target` holds copies of the instance pointer and the call entry of
+/// `generation`, kept here so that a call reads them without a second indirection; it is `Some`
+/// only when `generation` is, and valid while it is, which this lease keeps alive.
 pub(crate) struct Lease {
+    target: Option<Target>,
+    state: ServiceState,
+    /// For a paused or starting lease: where waiting calls block until the state changes.
+    gate: Option<Arc<Gate>>,
+    /// For a serving lease swapped in under probation: the window's counters.
+    probation: Option<Arc<Probation>>,
+    /// Taken out only in `Drop`, which hands it to `Generation::release_lease`.
+    generation: ManuallyDrop<Option<Arc<Generation>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Target {
     instance: *mut c_void,
     call: CallFn,
-    /// Taken out only in `Drop`, which hands it to `Generation::release_lease`.
-    generation: ManuallyDrop<Arc<Generation>>,
 }
 
 // SAFETY: the raw pointer and function pointer are the generation's, which is `Send + Sync`
@@ -368,39 +403,84 @@ unsafe impl Sync for Lease {}
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("generation", &self.generation)
+            .field("state", &self.state)
+            .field("generation", &*self.generation)
             .finish_non_exhaustive()
     }
 }
 
 impl Lease {
-    /// Publishes `generation` once more: the lease counts until it is dropped.
-    pub fn new(generation: Arc<Generation>) -> Lease {
-        generation.life.0.state.lock().leases += 1;
-        Lease {
-            instance: generation.instance,
-            call: generation.plugin.entry().call,
-            generation: ManuallyDrop::new(generation),
+    /// Publishes `generation` as serving, under `probation` if given.
+    pub fn serving(generation: Arc<Generation>, probation: Option<Arc<Probation>>) -> Lease {
+        let target = Target { instance: generation.instance, call: generation.plugin.entry().call };
+        Lease::with(ServiceState::Running, Some(target), None, probation, Some(generation))
+    }
+
+    /// A paused publication of `generation`: calls wait on `gate`; the generation stays
+    /// published, so it is not drained.
+    pub fn paused(generation: Arc<Generation>, gate: Arc<Gate>) -> Lease {
+        Lease::with(ServiceState::Paused, None, Some(gate), None, Some(generation))
+    }
+
+    /// A starting service: calls wait on `gate` until the start ends.
+    pub fn starting(gate: Arc<Gate>) -> Lease {
+        Lease::with(ServiceState::Starting, None, Some(gate), None, None)
+    }
+
+    /// A service with no instance serving: `state` is loaded, stopped or failed.
+    pub fn closed(state: ServiceState) -> Lease {
+        Lease::with(state, None, None, None, None)
+    }
+
+    fn with(
+        state: ServiceState,
+        target: Option<Target>,
+        gate: Option<Arc<Gate>>,
+        probation: Option<Arc<Probation>>,
+        generation: Option<Arc<Generation>>,
+    ) -> Lease {
+        if let Some(generation) = &generation {
+            generation.life.0.state.lock().leases += 1;
         }
+        Lease { target, state, gate, probation, generation: ManuallyDrop::new(generation) }
     }
 
-    pub fn generation(&self) -> &Arc<Generation> {
-        &self.generation
+    pub fn state(&self) -> ServiceState {
+        self.state
     }
 
-    /// Calls `method`, appending the answer to `output`. On error `output` is left as it was.
+    pub fn generation(&self) -> Option<&Arc<Generation>> {
+        self.generation.as_ref()
+    }
+
+    pub fn gate(&self) -> Option<&Arc<Gate>> {
+        self.gate.as_ref()
+    }
+
+    pub fn probation(&self) -> Option<&Arc<Probation>> {
+        self.probation.as_ref()
+    }
+
+    /// Calls `method` if this lease serves, appending the answer to `output`; `None` if it does
+    /// not. On error `output` is left as it was.
     #[inline]
-    pub fn call(&self, method: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), Error> {
+    pub fn call(
+        &self,
+        method: &str,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Option<Result<(), Error>> {
+        let target = self.target?;
         let start = output.len();
         let mut message = Vec::new();
         let status = {
             let output_sink = vec_sink(output);
             let error_sink = vec_sink(&mut message);
-            // SAFETY: `call` and `instance` belong to `generation`, which this lease keeps alive
-            // (the type's invariant); method, input and both sinks are valid for the call.
+            // SAFETY: `target` belongs to `generation`, which this lease keeps alive (the type's
+            // invariant); method, input and both sinks are valid for the call.
             unsafe {
-                (self.call)(
-                    self.instance,
+                (target.call)(
+                    target.instance,
                     RawStr::new(method),
                     RawBytes::new(input),
                     &output_sink,
@@ -409,39 +489,33 @@ impl Lease {
             }
         };
         if status == STATUS_OK {
-            return Ok(());
+            return Some(Ok(()));
         }
         output.truncate(start);
-        Err(self.call_error(status, method, message))
+        Some(Err(self.call_error(status, method, message)))
     }
 
     #[cold]
     fn call_error(&self, status: i32, method: &str, message: Vec<u8>) -> Error {
-        let info = self.generation.info();
-        let (service, version) = (info.service.clone(), info.plugin_version.clone());
-        let message = String::from_utf8_lossy(&message).into_owned();
+        let Some(generation) = self.generation.as_ref() else {
+            // Unreachable: only a lease with a generation has a target to call.
+            return Error::Stopped { service: String::new(), state: self.state };
+        };
+        let (service, version) = (generation.service.to_string(), generation.version().clone());
         match status {
             STATUS_ERROR => Error::CallFailed {
                 service,
                 version,
                 method: method.to_owned(),
-                message,
+                message: String::from_utf8_lossy(&message).into_owned(),
             },
             STATUS_PANIC => {
+                let message = String::from_utf8_lossy(&message).into_owned();
                 tracing::error!(service = %service, version = %version, method, panic = %message, "plugin panicked");
-                Error::PluginPanicked {
-                    service,
-                    version,
-                    method: method.to_owned(),
-                    message,
-                }
+                Error::PluginPanicked { service, version, method: method.to_owned(), message }
             }
-            status => Error::InvalidStatus {
-                service,
-                version,
-                entry: "call",
-                status,
-            },
+            STATUS_DEPENDENCY => provenance::received(&service, &version, method, &message),
+            status => Error::InvalidStatus { service, version, entry: "call", status },
         }
     }
 }
@@ -449,7 +523,38 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once, and nothing reads `self.generation` after this line.
-        let generation = unsafe { ManuallyDrop::take(&mut self.generation) };
-        generation.release_lease();
+        if let Some(generation) = unsafe { ManuallyDrop::take(&mut self.generation) } {
+            generation.release_lease();
+        }
+    }
+}
+
+/// Where calls wait while a service is paused or starting: they block until it opens.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    /// Opens the gate for good: every waiter wakes and reads the service's state again.
+    pub fn open(&self) {
+        *self.open.lock() = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the gate opens or `deadline` passes; true if it opened.
+    pub fn wait(&self, deadline: Instant) -> bool {
+        let mut open = self.open.lock();
+        while !*open {
+            if self.opened.wait_until(&mut open, deadline).timed_out() {
+                return *open;
+            }
+        }
+        true
     }
 }

@@ -1,18 +1,31 @@
-//! [`ServiceHandle`]: the cheap, cloneable way to call a service, which never goes stale.
+//! The call paths: [`ServiceHandle`] for the host's callers, and [`call_between`] for one
+//! service calling another through the host.
+//!
+//! Both read the service's lease once and, when it serves, call straight through: the state
+//! costs nothing on that path. The slow paths wait: a paused or starting service makes calls
+//! block on its gate until the state changes or the call deadline passes; between services, a
+//! target that is not running yet (stopped, loaded, not loaded at all) is retried with a
+//! bounded back-off until the deadline, then the call fails with [`Error::NotReady`] naming it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use semver::Version;
 
-use crate::Error;
-use crate::generation::GenerationId;
-use crate::runtime::Slot;
+use crate::generation::{GenerationId, Lease};
+use crate::policy::Verdict;
+use crate::runtime::{Shared, Slot};
+use crate::{Error, ServiceState};
+
+/// The longest pause between two tries of a call between services whose target is not running.
+const MAX_BACKOFF: Duration = Duration::from_millis(25);
 
 /// A handle to one service, resolved by name once.
 ///
 /// It holds the service's slot, not a generation: every call reads the generation serving at
-/// that moment, so a handle taken before a swap or a rollback calls the new build after it. A
-/// call that is running when a swap happens finishes in the build it started in.
+/// that moment, so a handle taken before a swap, a restart or a rollback calls the new instance
+/// after it. A call that is running when one of those happens finishes in the instance it
+/// started in.
 ///
 /// Cloning is one reference-count increment.
 #[derive(Debug, Clone)]
@@ -34,12 +47,44 @@ impl ServiceHandle {
     ///
     /// On error, `output` is left as it was, and the error names the service and the version
     /// that failed. A panic inside the plugin is caught there and comes back as
-    /// [`Error::PluginPanicked`]; the service keeps serving.
+    /// [`Error::PluginPanicked`]; the service keeps serving. A stopped service fails the call
+    /// at once with [`Error::Stopped`]; a paused or starting one makes it wait up to the call
+    /// deadline, then fail with [`Error::NotReady`].
     #[inline]
     pub fn call(&self, method: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), Error> {
-        // The guard keeps this publication (and so its generation) alive until the call returns.
-        let lease = self.slot.current.load();
-        lease.call(method, input, output)
+        {
+            // The guard keeps this publication (and its generation) alive until the call returns.
+            let lease = self.slot.current.load();
+            if let Some(result) = lease.call(method, input, output) {
+                after_call(&self.slot, &lease, &result);
+                return result;
+            }
+        }
+        self.call_waiting(method, input, output)
+    }
+
+    #[cold]
+    fn call_waiting(&self, method: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), Error> {
+        let (start, deadline) = deadline(&self.slot);
+        loop {
+            let lease = self.slot.current.load();
+            if let Some(result) = lease.call(method, input, output) {
+                after_call(&self.slot, &lease, &result);
+                return result;
+            }
+            let state = lease.state();
+            let Some(gate) = lease.gate().cloned() else {
+                return Err(Error::Stopped { service: self.slot.name.clone(), state });
+            };
+            drop(lease);
+            if !gate.wait(deadline) {
+                return Err(Error::NotReady {
+                    service: self.slot.name.clone(),
+                    state: Some(state),
+                    waited: start.elapsed(),
+                });
+            }
+        }
     }
 
     /// Calls `method` with `input` and returns the answer in a new vector.
@@ -49,19 +94,103 @@ impl ServiceHandle {
         Ok(output)
     }
 
-    /// The plugin version serving now.
-    pub fn version(&self) -> Version {
-        self.slot
-            .current
-            .load()
-            .generation()
-            .info()
-            .plugin_version
-            .clone()
+    /// The plugin version serving now, if an instance is published.
+    pub fn version(&self) -> Option<Version> {
+        self.slot.current.load().generation().map(|g| g.version().clone())
     }
 
-    /// The generation serving now.
-    pub fn generation(&self) -> GenerationId {
-        self.slot.current.load().generation().id()
+    /// The generation serving now, if an instance is published.
+    pub fn generation(&self) -> Option<GenerationId> {
+        self.slot.current.load().generation().map(|g| g.id())
+    }
+
+    /// The service's state now.
+    pub fn state(&self) -> ServiceState {
+        self.slot.current.load().state()
+    }
+}
+
+/// Calls `method` of `service` for another service: resolves the name on every call, waits for
+/// a target that is paused or starting, and retries one that is not running with a bounded
+/// back-off, up to the call deadline.
+pub(crate) fn call_between(
+    shared: &Shared,
+    service: &str,
+    method: &str,
+    input: &[u8],
+    output: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let deadline = start + shared.config.call_deadline;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let slot = shared.services.read().get(service).cloned();
+        let mut state = None;
+        if let Some(slot) = &slot {
+            let lease = slot.current.load();
+            if let Some(result) = lease.call(method, input, output) {
+                after_call(slot, &lease, &result);
+                return result;
+            }
+            state = Some(lease.state());
+            if lease.state() == ServiceState::Failed {
+                return Err(Error::Stopped {
+                    service: service.to_owned(),
+                    state: ServiceState::Failed,
+                });
+            }
+            if let Some(gate) = lease.gate().cloned() {
+                drop(lease);
+                if gate.wait(deadline) {
+                    continue;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::NotReady {
+                service: service.to_owned(),
+                state,
+                waited: now - start,
+            });
+        }
+        std::thread::sleep(backoff.min(deadline - now));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn deadline(slot: &Slot) -> (Instant, Instant) {
+    let start = Instant::now();
+    let wait = slot.shared.upgrade().map_or(Duration::ZERO, |shared| shared.config.call_deadline);
+    (start, start + wait)
+}
+
+/// Counts a call in a probation window, and acts on the verdict it decides.
+#[inline]
+fn after_call(slot: &Slot, lease: &Lease, result: &Result<(), Error>) {
+    let Some(probation) = lease.probation() else {
+        return;
+    };
+    let failed = matches!(
+        result,
+        Err(Error::CallFailed { .. } | Error::PluginPanicked { .. } | Error::InvalidStatus { .. })
+    );
+    let Some(verdict) = probation.record(failed) else {
+        return;
+    };
+    let Some(shared) = slot.shared.upgrade() else {
+        return;
+    };
+    match verdict {
+        // The call that crossed the threshold rolls back, if no other operation holds the
+        // service; a calling thread never waits for one.
+        Verdict::Fail(why) => shared.auto_rollback(slot, probation.generation, &why, false),
+        Verdict::Pass => {
+            let _ = shared.supervisor.send(crate::supervisor::SupervisorEvent::ProbationPassed {
+                service: slot.name.clone(),
+                generation: probation.generation,
+            });
+        }
+        Verdict::Pending => {}
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! # fn main() -> Result<(), graft_runtime::Error> {
 //! let runtime = Runtime::new()?;
-//! runtime.load("plugins/libgreeter_v1_0.so")?;
+//! runtime.load_and_start("plugins/libgreeter_v1_0.so")?;
 //! let greeter = runtime.handle("greeter")?;
 //! assert_eq!(greeter.call_to_vec("greet", b"ada")?, b"hello, ada from greeter 1.0.0");
 //!
@@ -36,20 +36,30 @@
 //! `graft_runtime::*`); plugins' own log lines arrive under the target `graft::plugin`.
 #![deny(missing_docs)]
 
+mod batch;
 mod error;
+mod events;
 mod gate;
 mod generation;
+mod graph;
 mod handle;
 mod host;
 mod loader;
+mod policy;
+mod probation;
 mod reaper;
 mod runtime;
+mod supervisor;
 
-pub use error::Error;
+pub use batch::{BatchReport, Outcome};
+pub use error::{Error, Hop};
+pub use events::{Event, EventKind, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
 pub use handle::ServiceHandle;
 pub use loader::PluginInfo;
+pub use policy::{ProbationPolicy, RestartPolicy};
 pub use runtime::{
-    DEFAULT_DRAIN_DEADLINE, DEFAULT_HISTORY_DEPTH, GenerationStatus, LoadReport, Runtime,
-    RuntimeBuilder, ServiceStatus, SwapReport,
+    DEFAULT_CALL_DEADLINE, DEFAULT_DRAIN_DEADLINE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HISTORY_DEPTH,
+    DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
+    RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };

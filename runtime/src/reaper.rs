@@ -43,10 +43,7 @@ impl Reaper {
             .name("graft-reaper".to_owned())
             .spawn(move || run(&inbox, drain_deadline))
             .map_err(|source| Error::Thread { source })?;
-        Ok(Reaper {
-            events,
-            thread: Some(thread),
-        })
+        Ok(Reaper { events, thread: Some(thread) })
     }
 
     pub fn sender(&self) -> Sender<ReaperEvent> {
@@ -75,11 +72,8 @@ struct Pending {
 fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
     let mut pending: HashMap<GenerationId, Pending> = HashMap::new();
     loop {
-        let next_deadline = pending
-            .values()
-            .filter(|p| !p.reported)
-            .filter_map(|p| p.deadline)
-            .min();
+        let next_deadline =
+            pending.values().filter(|p| !p.reported).filter_map(|p| p.deadline).min();
         let event = match next_deadline {
             Some(deadline) => match inbox.recv_deadline(deadline) {
                 Ok(event) => event,
@@ -99,14 +93,8 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
                 if !generation.is_drained() {
                     // `None`: a deadline too far to represent is never reported.
                     let deadline = Instant::now().checked_add(drain_deadline);
-                    pending.insert(
-                        generation.id(),
-                        Pending {
-                            generation,
-                            deadline,
-                            reported: false,
-                        },
-                    );
+                    pending
+                        .insert(generation.id(), Pending { generation, deadline, reported: false });
                 }
                 // Otherwise `generation` is dropped here: destroyed and unloaded on this thread.
             }
@@ -134,10 +122,7 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
 
 fn report_overdue(pending: &mut HashMap<GenerationId, Pending>, drain_deadline: Duration) {
     let now = Instant::now();
-    for p in pending
-        .values_mut()
-        .filter(|p| !p.reported && p.deadline.is_some_and(|d| d <= now))
-    {
+    for p in pending.values_mut().filter(|p| !p.reported && p.deadline.is_some_and(|d| d <= now)) {
         p.reported = true;
         let info = p.generation.info();
         tracing::warn!(
@@ -175,25 +160,25 @@ mod tests {
         let plugin = Loader::new(dir.path().to_path_buf())
             .load(&graft_tests::path(Fixture::Greeter1_0).unwrap())
             .unwrap();
-        let generation =
-            Arc::new(Generation::start(plugin, GenerationId(1), reaper.sender()).unwrap());
+        let hooks = crate::generation::Hooks {
+            reaper: reaper.sender(),
+            events: Arc::new(crate::events::EventBus::default()),
+        };
+        let host = crate::host::host_api(u64::MAX - 7, &std::sync::Weak::new(), "greeter", "1.0.0");
+        let generation = Arc::new(
+            Generation::start(Arc::new(plugin), Arc::from("greeter"), GenerationId(1), host, hooks)
+                .unwrap(),
+        );
         let watch = generation.watch();
         // A lease stands for a call still running: the retired generation must wait for it.
-        let lease = Lease::new(Arc::clone(&generation));
+        let lease = Lease::serving(Arc::clone(&generation), None);
         generation.retire();
-        assert!(
-            reaper.sync(),
-            "the reaper must survive a retire with that deadline"
-        );
+        assert!(reaper.sync(), "the reaper must survive a retire with that deadline");
         assert!(!watch.is_unloaded());
 
         drop(lease);
         watch.wait_unloaded(Duration::from_secs(20)).unwrap();
         assert!(reaper.sync());
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "the staged copy is removed"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the staged copy is removed");
     }
 }

@@ -1,42 +1,149 @@
-//! The [`Runtime`]: the services it holds, and the load, swap and rollback operations on them.
+//! The [`Runtime`]: the services it holds, and the operations on each of them.
+//!
+//! Each service has a [`Slot`]: an `ArcSwap` of the lease callers read (which carries the state
+//! and, when serving, the call target) and a control lock that serialises the operations on
+//! that service. An operation on one service never takes another service's control lock: what
+//! it needs to know about others (their state, interface version, dependencies) it reads
+//! lock-free from their leases and dependency lists.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use semver::{Version, VersionReq};
 
-use crate::Error;
-use crate::gate;
-use crate::generation::{Generation, GenerationId, GenerationWatch, Lease};
+use crate::events::{EventBus, EventKind, RollbackReason};
+use crate::generation::{Gate, Generation, GenerationId, GenerationWatch, Hooks, Lease};
+use crate::graph::{self, Node};
 use crate::handle::ServiceHandle;
-use crate::loader::{Loader, PluginInfo};
+use crate::host::host_api;
+use crate::loader::{Loader, Plugin, PluginInfo};
+use crate::policy::{ProbationPolicy, RestartPolicy};
+use crate::probation::Probation;
 use crate::reaper::Reaper;
+use crate::supervisor::{Supervisor, SupervisorEvent};
+use crate::{Error, Event, gate};
 
 /// The default number of earlier generations kept loaded per service.
 pub const DEFAULT_HISTORY_DEPTH: usize = 1;
 /// The default time after which a drain that has not finished is reported.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// The default time a call waits for a paused or starting service (and, between services, for
+/// one that is not running yet) before it fails with [`Error::NotReady`].
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(5);
+/// The default time `stop` waits for the calls running in a service to return.
+pub const DEFAULT_STOP_DEADLINE: Duration = Duration::from_secs(30);
+/// The default interval of periodic health checks.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The lifecycle state of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceState {
+    /// Its plugin is loaded; it was never started.
+    Loaded,
+    /// An instance is being created; calls wait.
+    Starting,
+    /// An instance serves calls.
+    Running,
+    /// Calls wait until it is resumed; calls already running finish.
+    Paused,
+    /// Stopped: calls fail at once with [`Error::Stopped`]; it can be started again.
+    Stopped,
+    /// Its restart policy gave up on it; it stays failed until [`Runtime::reset`].
+    Failed,
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceState::Loaded => "loaded",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Paused => "paused",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+        })
+    }
+}
+
+impl ServiceState {
+    /// Running or paused: it has a published instance.
+    pub fn is_up(self) -> bool {
+        matches!(self, ServiceState::Running | ServiceState::Paused)
+    }
+}
+
+/// A service another one needs, with a requirement on its interface version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The service's name.
+    pub service: String,
+    /// The requirement on its interface version.
+    pub requirement: VersionReq,
+}
+
+/// How to load a plugin: under which name, with which extra dependencies.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    name: Option<String>,
+    dependencies: Vec<Dependency>,
+}
+
+impl LoadOptions {
+    /// Registers the service under `name` instead of the descriptor's name, so that one build
+    /// can serve several services (as a systemd template unit does). A swap of such a service
+    /// needs a build that declares the descriptor's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a dependency the descriptor does not declare (the host's word wins over the
+    /// descriptor's for the same service).
+    pub fn depends_on(mut self, service: impl Into<String>, requirement: VersionReq) -> Self {
+        self.dependencies.push(Dependency { service: service.into(), requirement });
+        self
+    }
+}
 
 /// Configures a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
     staging_dir: Option<PathBuf>,
-    history_depth: usize,
-    drain_deadline: Duration,
+    pub(crate) config: Config,
     requirements: HashMap<String, VersionReq>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub history_depth: usize,
+    pub drain_deadline: Duration,
+    pub call_deadline: Duration,
+    pub stop_deadline: Duration,
+    pub health_interval: Option<Duration>,
+    pub probation: ProbationPolicy,
+    pub restart: RestartPolicy,
+    pub concurrency: usize,
 }
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
         RuntimeBuilder {
             staging_dir: None,
-            history_depth: DEFAULT_HISTORY_DEPTH,
-            drain_deadline: DEFAULT_DRAIN_DEADLINE,
+            config: Config {
+                history_depth: DEFAULT_HISTORY_DEPTH,
+                drain_deadline: DEFAULT_DRAIN_DEADLINE,
+                call_deadline: DEFAULT_CALL_DEADLINE,
+                stop_deadline: DEFAULT_STOP_DEADLINE,
+                health_interval: Some(DEFAULT_HEALTH_INTERVAL),
+                probation: ProbationPolicy::default(),
+                restart: RestartPolicy::default(),
+                concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            },
             requirements: HashMap::new(),
         }
     }
@@ -53,14 +160,53 @@ impl RuntimeBuilder {
     /// Keeps `depth` earlier generations of each service loaded as rollback targets (default 1).
     /// With 0, a swap cannot be rolled back.
     pub fn history_depth(mut self, depth: usize) -> Self {
-        self.history_depth = depth;
+        self.config.history_depth = depth;
         self
     }
 
     /// Reports (without forcing anything) a retired generation whose calls have not all
     /// returned after `deadline` (default 30 s).
     pub fn drain_deadline(mut self, deadline: Duration) -> Self {
-        self.drain_deadline = deadline;
+        self.config.drain_deadline = deadline;
+        self
+    }
+
+    /// How long a call waits for a paused or starting service, and a call between services for
+    /// one that is not running, before it fails with [`Error::NotReady`] (default 5 s).
+    pub fn call_deadline(mut self, deadline: Duration) -> Self {
+        self.config.call_deadline = deadline;
+        self
+    }
+
+    /// How long `stop` waits for running calls to return before it reports them (default 30 s).
+    pub fn stop_deadline(mut self, deadline: Duration) -> Self {
+        self.config.stop_deadline = deadline;
+        self
+    }
+
+    /// Checks every running service's health at this interval (default 1 s); `None` disables
+    /// periodic checks.
+    pub fn health_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.health_interval = interval;
+        self
+    }
+
+    /// The probation every swapped-in build serves (default [`ProbationPolicy::default`]).
+    pub fn probation(mut self, policy: ProbationPolicy) -> Self {
+        self.config.probation = policy;
+        self
+    }
+
+    /// How services that fail to start are restarted (default [`RestartPolicy::default`]).
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.config.restart = policy;
+        self
+    }
+
+    /// How many services an operation over many services works on at once (default: the
+    /// number of CPUs). At least 1.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.config.concurrency = limit.max(1);
         self
     }
 
@@ -72,9 +218,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Creates the runtime and starts its background thread.
+    /// Creates the runtime and starts its background threads.
     pub fn build(self) -> Result<Runtime, Error> {
-        let (staging, _temp) = match self.staging_dir {
+        static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+        let (staging, temp) = match self.staging_dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
                     action: "creating the staging directory",
@@ -84,37 +231,43 @@ impl RuntimeBuilder {
                 (dir, None)
             }
             None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("graft-staging-")
-                    .tempdir()
-                    .map_err(|source| Error::Io {
+                let temp = tempfile::Builder::new().prefix("graft-staging-").tempdir().map_err(
+                    |source| Error::Io {
                         action: "creating a staging directory in",
                         path: std::env::temp_dir(),
                         source,
-                    })?;
+                    },
+                )?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let reaper = Reaper::start(self.drain_deadline)?;
-        Ok(Runtime {
+        let reaper = Reaper::start(self.config.drain_deadline)?;
+        let (supervisor_events, supervisor_inbox) = crossbeam_channel::unbounded();
+        let events = Arc::new(EventBus::default());
+        let shared = Arc::new_cyclic(|me| Shared {
+            id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
+            me: me.clone(),
             services: RwLock::new(HashMap::new()),
             loader: Loader::new(staging.clone()),
             next_generation: AtomicU64::new(1),
-            history_depth: self.history_depth,
+            config: self.config,
             requirements: self.requirements,
+            hooks: Hooks { reaper: reaper.sender(), events },
+            supervisor: supervisor_events,
             staging,
-            reaper,
-            _temp,
-        })
+        });
+        let supervisor = Supervisor::start(Arc::downgrade(&shared), supervisor_inbox)?;
+        Ok(Runtime { supervisor, shared, _reaper: reaper, _temp: temp })
     }
 }
 
-/// The host side of graft: holds services loaded from plugins and replaces them while calls
-/// keep flowing.
+/// The host side of graft: holds services loaded from plugins, runs them, and replaces them
+/// while calls keep flowing.
 ///
-/// All operations take `&self`; share a runtime between threads with an `Arc`. Operations on
-/// one service (swap, rollback) are serialised by that service's own lock and never block
-/// operations on another service or any call.
+/// All operations take `&self`; share a runtime between threads with an `Arc`. Two operations
+/// on the same service never interleave: the second waits for the first (they are serialised
+/// by that service's lock). Operations on different services never wait for each other, and
+/// no operation blocks a call.
 ///
 /// # Trust
 /// Loading a plugin runs its library initialisers and then its code inside this process. The
@@ -122,35 +275,67 @@ impl RuntimeBuilder {
 /// after, but it cannot make a malicious or broken library safe: load only files you trust.
 #[derive(Debug)]
 pub struct Runtime {
-    services: RwLock<HashMap<String, Arc<Slot>>>,
+    // Dropped first: the supervisor must not act on a runtime being torn down.
+    supervisor: Supervisor,
+    shared: Arc<Shared>,
+    // Dropped after the services: the reaper's last unloads remove staged files.
+    _reaper: Reaper,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// What the runtime's parts share: the services, the loader, the configuration and the hooks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) me: Weak<Shared>,
+    pub(crate) services: RwLock<HashMap<String, Arc<Slot>>>,
     loader: Loader,
     next_generation: AtomicU64,
-    history_depth: usize,
+    pub(crate) config: Config,
     requirements: HashMap<String, VersionReq>,
+    pub(crate) hooks: Hooks,
+    pub(crate) supervisor: crossbeam_channel::Sender<SupervisorEvent>,
     staging: PathBuf,
-    // Dropped before `_temp`: the reaper's last unloads remove staged files inside it.
-    reaper: Reaper,
-    _temp: Option<tempfile::TempDir>,
 }
 
 /// One service: the lease callers read, and the control state operations change.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) name: String,
-    /// The published generation. Calls `load()` it; swaps and rollbacks `swap()` it.
+    /// The published state. Calls `load()` it; operations `store()` a new one.
     pub(crate) current: ArcSwap<Lease>,
+    /// The services it depends on, readable without the control lock.
+    pub(crate) dependencies: ArcSwap<Vec<Dependency>>,
+    /// The last outcome of a periodic health check.
+    pub(crate) healthy: AtomicBool,
+    pub(crate) shared: Weak<Shared>,
     /// Held for the whole of an operation on this service, so two never interleave.
     control: Mutex<Control>,
 }
 
 #[derive(Debug)]
 struct Control {
-    /// The generation `current` publishes.
-    serving: Arc<Generation>,
-    /// Earlier generations kept loaded as rollback targets, most recent first.
-    history: VecDeque<Arc<Generation>>,
+    /// The build new instances (start, restart) are made from.
+    plugin: Arc<Plugin>,
+    /// Its dependencies (the descriptor's and the host's).
+    dependencies: Arc<Vec<Dependency>>,
+    /// The generation published (running or paused), if any.
+    serving: Option<Arc<Generation>>,
+    /// The gate paused calls wait on, while paused.
+    pause_gate: Option<Arc<Gate>>,
+    /// Earlier generations kept loaded as rollback targets, most recent first, each with its
+    /// dependencies.
+    history: VecDeque<(Arc<Generation>, Arc<Vec<Dependency>>)>,
     interface: String,
     requirement: VersionReq,
+    /// Extra dependencies the host gave at load; they apply to every build of the service.
+    host_dependencies: Vec<Dependency>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.supervisor.stop();
+    }
 }
 
 impl Runtime {
@@ -166,143 +351,168 @@ impl Runtime {
 
     /// The directory plugin copies are staged in.
     pub fn staging_dir(&self) -> &Path {
-        &self.staging
+        &self.shared.staging
     }
 
-    /// Loads the plugin at `path` as a new service, named by its descriptor.
+    /// Subscribes to lifecycle events. Each subscriber gets every event from now on, in order,
+    /// through an unbounded channel; dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Event> {
+        self.shared.hooks.events.subscribe()
+    }
+
+    /// Loads the plugin at `path` and registers its service, named by its descriptor, in state
+    /// [`ServiceState::Loaded`]; [`Runtime::start`] starts it.
     ///
-    /// The file is checked, staged, loaded and checked again; an instance is created and must
-    /// pass its health check before the service is published.
+    /// Refused, with the file's staged copy removed, if the file or its descriptor is bad, if a
+    /// service of that name is loaded, or if its dependencies would close a cycle.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<LoadReport, Error> {
-        let started = Instant::now();
-        let plugin = self.loader.load(path.as_ref()).inspect_err(refused(None))?;
-        let info = plugin.info().clone();
-        if let Some(version) = self.serving_version(&info.service) {
-            return Err(Error::AlreadyLoaded {
-                service: info.service,
-                version,
-            });
+        self.shared.load(path.as_ref(), LoadOptions::default())
+    }
+
+    /// Loads the plugin at `path` with `options` (another name, extra dependencies).
+    pub fn load_with(
+        &self,
+        path: impl AsRef<Path>,
+        options: LoadOptions,
+    ) -> Result<LoadReport, Error> {
+        self.shared.load(path.as_ref(), options)
+    }
+
+    /// Loads the plugin at `path` and starts its service.
+    pub fn load_and_start(&self, path: impl AsRef<Path>) -> Result<LoadReport, Error> {
+        let report = self.shared.load(path.as_ref(), LoadOptions::default())?;
+        self.start(&report.service)?;
+        Ok(report)
+    }
+
+    /// Starts `service`: creates an instance, runs its health check and publishes it.
+    ///
+    /// Refused with [`Error::DependencyNotRunning`] or [`Error::DependencyMismatch`] unless
+    /// every dependency runs at a satisfying interface version; see
+    /// [`Runtime::start_with_dependencies`]. Starting a running or paused service does nothing.
+    /// A failed start is handed to the restart policy.
+    pub fn start(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.start_one(&slot)
+    }
+
+    /// Starts `service` and, first, everything it depends on that is not running, in
+    /// dependency waves.
+    pub fn start_with_dependencies(&self, service: &str) -> Result<crate::BatchReport, Error> {
+        self.shared.slot(service)?;
+        let names = graph::with_dependencies(&self.shared.nodes_owned().as_nodes(), &[service]);
+        self.shared.start_set(&names)
+    }
+
+    /// Stops `service`: new calls fail at once with [`Error::Stopped`], running calls are given
+    /// the stop deadline to return, then the instance is destroyed.
+    ///
+    /// Refused with [`Error::DependentsRunning`] while services that depend on it run; see
+    /// [`Runtime::stop_cascade`].
+    pub fn stop(&self, service: &str) -> Result<StopReport, Error> {
+        let slot = self.shared.slot(service)?;
+        let dependents = self.shared.running_dependents(service);
+        if !dependents.is_empty() {
+            return Err(Error::DependentsRunning { service: service.to_owned(), dependents });
         }
-        let requirement = match self.requirements.get(&info.service) {
-            Some(requirement) => requirement.clone(),
-            None => gate::default_requirement(&info.interface_version),
-        };
-        gate::check_load(&info, &requirement).inspect_err(refused(None))?;
-        let generation = self.start(plugin).inspect_err(refused(None))?;
-        let slot = Arc::new(Slot {
-            name: info.service.clone(),
-            current: ArcSwap::from_pointee(Lease::new(Arc::clone(&generation))),
-            control: Mutex::new(Control {
-                serving: Arc::clone(&generation),
-                history: VecDeque::new(),
-                interface: info.interface.clone(),
-                requirement,
-            }),
-        });
-        {
-            let mut services = self.services.write();
-            if let Some(existing) = services.get(&info.service) {
-                // Lock-free: `control` may be held by a swap, which must not stall every lookup
-                // behind this write lock.
-                let version = existing.serving_version();
-                return Err(Error::AlreadyLoaded {
-                    service: info.service,
-                    version,
-                });
-            }
-            services.insert(info.service.clone(), slot);
-        }
-        tracing::info!(
-            service = %info.service,
-            version = %info.plugin_version,
-            interface = %info.interface,
-            interface_version = %info.interface_version,
-            generation = %generation.id(),
-            path = %info.source.display(),
-            "service loaded"
-        );
-        Ok(LoadReport {
-            service: info.service.clone(),
-            generation: generation.id(),
-            info,
-            took: started.elapsed(),
+        self.shared.stop_one(&slot)
+    }
+
+    /// Stops `service` and every service that depends on it, dependents first, in waves.
+    pub fn stop_cascade(&self, service: &str) -> Result<crate::BatchReport, Error> {
+        self.shared.slot(service)?;
+        let nodes = self.shared.nodes_owned();
+        let mut names = graph::dependents_of(&nodes.as_nodes(), service);
+        names.push(service.to_owned());
+        self.shared.stop_set(&names)
+    }
+
+    /// Replaces the instance of `service` with a new one from the same build. Calls see no
+    /// error: the new instance is published with one atomic store and the old one drains, as in
+    /// a swap. Other services are untouched.
+    pub fn restart(&self, service: &str) -> Result<SwapReport, Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.restart_one(&slot)
+    }
+
+    /// Makes new calls to `service` wait (up to the call deadline) instead of running; calls
+    /// already running finish.
+    pub fn pause(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.pause_one(&slot)
+    }
+
+    /// Lets the calls waiting on a paused `service` proceed.
+    pub fn resume(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.resume_one(&slot)
+    }
+
+    /// Clears a failed service's failure history and makes it [`ServiceState::Stopped`], so
+    /// that it can be started again.
+    pub fn reset(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.reset_one(&slot)
+    }
+
+    /// Starts every loaded service that is not running, in dependency waves, each wave in
+    /// parallel under the concurrency limit. A failure stops the later waves.
+    pub fn start_all(&self) -> Result<crate::BatchReport, Error> {
+        let names: Vec<String> = self.shared.services.read().keys().cloned().collect();
+        self.shared.start_set(&names)
+    }
+
+    /// Stops every service, dependents first, in waves.
+    pub fn stop_all(&self) -> Result<crate::BatchReport, Error> {
+        let names: Vec<String> = self.shared.services.read().keys().cloned().collect();
+        self.shared.stop_set(&names)
+    }
+
+    /// Restarts `services` in dependency waves.
+    pub fn restart_services(&self, services: &[&str]) -> Result<crate::BatchReport, Error> {
+        let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+        self.shared
+            .run_set("restart", &names, false, |shared, slot| shared.restart_one(slot).map(|_| ()))
+    }
+
+    /// Swaps each service to its file, in dependency waves.
+    pub fn swap_services(&self, swaps: &[(&str, &Path)]) -> Result<crate::BatchReport, Error> {
+        let files: HashMap<String, PathBuf> =
+            swaps.iter().map(|(s, p)| ((*s).to_owned(), p.to_path_buf())).collect();
+        let names: Vec<String> = files.keys().cloned().collect();
+        self.shared.run_set("swap", &names, false, |shared, slot| match files.get(&slot.name) {
+            Some(path) => shared.swap_one(slot, path).map(|_| ()),
+            None => Ok(()),
         })
     }
 
     /// Replaces the running build of `service` with the plugin at `path`.
     ///
     /// The new build must declare the same service and interface, an interface version that
-    /// satisfies the service's requirement, and a plugin version other than the one serving.
-    /// It is loaded, created and health-checked before anything changes; any failure returns a
-    /// typed error and leaves the old build serving, untouched. Then it is published with one
-    /// atomic store: new calls go to it at once, calls already running finish in the old build,
-    /// which stays loaded as the rollback target. This returns once the new build is published;
+    /// satisfies the service's requirement and every running dependent's, another plugin
+    /// version, and dependencies that run. It is loaded, created and health-checked before
+    /// anything changes; any failure returns a typed error and leaves the old build serving,
+    /// untouched. Then it is published with one atomic store, under probation: new calls go to
+    /// it at once, calls already running finish in the old build, which stays loaded as the
+    /// rollback target. This returns once the new build is published;
     /// [`SwapReport::previous`] lets a caller wait for the old one's drain.
     pub fn swap(&self, service: &str, path: impl AsRef<Path>) -> Result<SwapReport, Error> {
-        let started = Instant::now();
-        let slot = self.slot(service)?;
-        let mut control = slot.control.lock();
-        let from = control.serving.info().plugin_version.clone();
-        let refusal = refused(Some((service, &from)));
-        let plugin = self.loader.load(path.as_ref()).inspect_err(&refusal)?;
-        gate::check_swap(
-            service,
-            &control.interface,
-            &control.requirement,
-            &from,
-            plugin.info(),
-        )
-        .inspect_err(&refusal)?;
-        let generation = self.start(plugin).inspect_err(&refusal)?;
-        drop(refusal);
-        let previous = self.publish(&slot, &mut control, generation);
-        let to = control.serving.info().plugin_version.clone();
-        let generation = control.serving.id();
-        drop(control);
-        let took = started.elapsed();
-        tracing::info!(service, from = %from, to = %to, generation = %generation, took = ?took, "service swapped");
-        Ok(SwapReport {
-            service: service.to_owned(),
-            from,
-            to,
-            generation,
-            previous,
-            took,
-        })
+        let slot = self.shared.slot(service)?;
+        self.shared.swap_one(&slot, path.as_ref())
     }
 
     /// Publishes the most recent earlier generation of `service` again, with one atomic store of
-    /// a new lease: no disk, no `dlopen`, no new instance. The generation it replaces becomes the rollback target, so a second
-    /// rollback undoes the first.
+    /// a new lease: no disk, no `dlopen`, no new instance. The generation it replaces becomes
+    /// the rollback target, so a second rollback undoes the first.
     pub fn rollback(&self, service: &str) -> Result<SwapReport, Error> {
-        let started = Instant::now();
-        let slot = self.slot(service)?;
+        let slot = self.shared.slot(service)?;
         let mut control = slot.control.lock();
-        let Some(target) = control.history.pop_front() else {
-            return Err(Error::NoRollbackTarget {
-                service: service.to_owned(),
-            });
-        };
-        let from = control.serving.info().plugin_version.clone();
-        let to = target.info().plugin_version.clone();
-        let generation = target.id();
-        let previous = self.publish(&slot, &mut control, target);
-        drop(control);
-        let took = started.elapsed();
-        tracing::info!(service, from = %from, to = %to, generation = %generation, took = ?took, "service rolled back");
-        Ok(SwapReport {
-            service: service.to_owned(),
-            from,
-            to,
-            generation,
-            previous,
-            took,
-        })
+        self.shared.rollback_locked(&slot, &mut control, RollbackReason::Manual)
     }
 
     /// A handle to `service` that resolves the serving generation on every call.
     pub fn handle(&self, service: &str) -> Result<ServiceHandle, Error> {
-        self.slot(service).map(ServiceHandle::new)
+        self.shared.slot(service).map(ServiceHandle::new)
     }
 
     /// Calls `method` of `service` with `input` and returns the answer. Looks the service up by
@@ -313,7 +523,7 @@ impl Runtime {
 
     /// The status of every service, sorted by name.
     pub fn status(&self) -> Vec<ServiceStatus> {
-        let slots: Vec<Arc<Slot>> = self.services.read().values().cloned().collect();
+        let slots: Vec<Arc<Slot>> = self.shared.services.read().values().cloned().collect();
         let mut status: Vec<ServiceStatus> = slots.iter().map(|slot| slot.status()).collect();
         status.sort_by(|a, b| a.service.cmp(&b.service));
         status
@@ -321,31 +531,532 @@ impl Runtime {
 
     /// The status of `service`.
     pub fn service_status(&self, service: &str) -> Result<ServiceStatus, Error> {
-        Ok(self.slot(service)?.status())
+        Ok(self.shared.slot(service)?.status())
     }
 
-    fn slot(&self, service: &str) -> Result<Arc<Slot>, Error> {
+    /// The state of `service`, read without waiting for any operation on it.
+    pub fn state(&self, service: &str) -> Result<ServiceState, Error> {
+        Ok(self.shared.slot(service)?.current.load().state())
+    }
+}
+
+/// The services' names and dependencies, owned, for the graph functions.
+pub(crate) struct OwnedNodes(Vec<(String, Vec<String>)>);
+
+impl OwnedNodes {
+    pub fn as_nodes(&self) -> Vec<Node<'_>> {
+        self.0
+            .iter()
+            .map(|(name, deps)| Node {
+                name,
+                depends_on: deps.iter().map(String::as_str).collect(),
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    pub(crate) fn slot(&self, service: &str) -> Result<Arc<Slot>, Error> {
         self.services
             .read()
             .get(service)
             .cloned()
-            .ok_or_else(|| Error::UnknownService {
-                service: service.to_owned(),
-            })
+            .ok_or_else(|| Error::UnknownService { service: service.to_owned() })
     }
 
-    fn serving_version(&self, service: &str) -> Option<Version> {
-        let slot = self.services.read().get(service).cloned()?;
-        Some(slot.serving_version())
+    pub(crate) fn nodes_owned(&self) -> OwnedNodes {
+        let services = self.services.read();
+        OwnedNodes(
+            services
+                .values()
+                .map(|slot| {
+                    let deps = slot.dependencies.load().iter().map(|d| d.service.clone()).collect();
+                    (slot.name.clone(), deps)
+                })
+                .collect(),
+        )
     }
 
-    /// Creates and health-checks an instance of `plugin`.
-    fn start(&self, plugin: crate::loader::Plugin) -> Result<Arc<Generation>, Error> {
+    fn load(&self, path: &Path, options: LoadOptions) -> Result<LoadReport, Error> {
+        let started = Instant::now();
+        let plugin = self.loader.load(path).inspect_err(refused(None))?;
+        let info = plugin.info().clone();
+        let name = options.name.clone().unwrap_or_else(|| info.service.clone());
+        if let Ok(existing) = self.slot(&name) {
+            return Err(Error::AlreadyLoaded { service: name, version: existing.version() });
+        }
+        let requirement = match self.requirements.get(&name) {
+            Some(requirement) => requirement.clone(),
+            None => gate::default_requirement(&info.interface_version),
+        };
+        gate::check_load(&info, &requirement).inspect_err(refused(None))?;
+        let dependencies = Arc::new(merge(&plugin, &options.dependencies));
+        let slot = Arc::new(Slot {
+            name: name.clone(),
+            current: ArcSwap::from_pointee(Lease::closed(ServiceState::Loaded)),
+            dependencies: ArcSwap::new(Arc::clone(&dependencies)),
+            healthy: AtomicBool::new(true),
+            shared: self.me.clone(),
+            control: Mutex::new(Control {
+                plugin: Arc::new(plugin),
+                dependencies: Arc::clone(&dependencies),
+                serving: None,
+                pause_gate: None,
+                history: VecDeque::new(),
+                interface: info.interface.clone(),
+                requirement,
+                host_dependencies: options.dependencies,
+            }),
+        });
+        {
+            let mut services = self.services.write();
+            if let Some(existing) = services.get(&name) {
+                return Err(Error::AlreadyLoaded { service: name, version: existing.version() });
+            }
+            // Under the write lock, so that two loads cannot each miss the other's edges.
+            let mut nodes: Vec<(String, Vec<String>)> = services
+                .values()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.dependencies.load().iter().map(|d| d.service.clone()).collect(),
+                    )
+                })
+                .collect();
+            nodes.push((name.clone(), dependencies.iter().map(|d| d.service.clone()).collect()));
+            if let Some(cycle) = graph::find_cycle(&OwnedNodes(nodes).as_nodes()) {
+                let error = Error::DependencyCycle { cycle: cycle.0 };
+                refused(None)(&error);
+                return Err(error);
+            }
+            services.insert(name.clone(), slot);
+        }
+        tracing::info!(
+            service = %name,
+            version = %info.plugin_version,
+            interface = %info.interface,
+            interface_version = %info.interface_version,
+            path = %info.source.display(),
+            "service loaded"
+        );
+        self.hooks.events.emit(&name, &info.plugin_version, EventKind::Loaded);
+        Ok(LoadReport { service: name, info, took: started.elapsed() })
+    }
+
+    /// Creates and health-checks an instance of `plugin` serving as `service`.
+    fn instantiate(&self, service: &str, plugin: &Arc<Plugin>) -> Result<Arc<Generation>, Error> {
         let id = GenerationId(self.next_generation.fetch_add(1, Ordering::Relaxed));
-        let generation = Generation::start(plugin, id, self.reaper.sender())?;
-        // On failure the generation is dropped here: destroyed and unloaded before returning.
+        let version = plugin.info().plugin_version.to_string();
+        let host = host_api(self.id, &self.me, service, &version);
+        let generation = Generation::start(
+            Arc::clone(plugin),
+            Arc::from(service),
+            id,
+            host,
+            self.hooks.clone(),
+        )?;
+        // On failure the generation is dropped here: destroyed before returning.
         generation.check_health()?;
         Ok(Arc::new(generation))
+    }
+
+    /// Checks that every one of `dependencies` runs at a satisfying interface version.
+    fn check_dependencies(&self, service: &str, dependencies: &[Dependency]) -> Result<(), Error> {
+        for dependency in dependencies {
+            let Ok(slot) = self.slot(&dependency.service) else {
+                return Err(Error::DependencyNotRunning {
+                    service: service.to_owned(),
+                    dependency: dependency.service.clone(),
+                    state: None,
+                });
+            };
+            let lease = slot.current.load();
+            let Some(generation) = lease.generation().filter(|_| lease.state().is_up()) else {
+                return Err(Error::DependencyNotRunning {
+                    service: service.to_owned(),
+                    dependency: dependency.service.clone(),
+                    state: Some(lease.state()),
+                });
+            };
+            let found = &generation.info().interface_version;
+            if !dependency.requirement.matches(found) {
+                return Err(Error::DependencyMismatch {
+                    service: service.to_owned(),
+                    dependency: dependency.service.clone(),
+                    required: Box::new(dependency.requirement.clone()),
+                    found: found.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The services that depend on `service` and have an instance (or are starting one).
+    fn running_dependents(&self, service: &str) -> Vec<String> {
+        let services = self.services.read();
+        let mut dependents: Vec<String> = services
+            .values()
+            .filter(|slot| slot.dependencies.load().iter().any(|d| d.service == service))
+            .filter(|slot| {
+                let state = slot.current.load().state();
+                state.is_up() || state == ServiceState::Starting
+            })
+            .map(|slot| slot.name.clone())
+            .collect();
+        dependents.sort();
+        dependents
+    }
+
+    pub(crate) fn start_one(&self, slot: &Slot) -> Result<(), Error> {
+        let mut control = slot.control.lock();
+        let previous = slot.current.load().state();
+        match previous {
+            ServiceState::Running | ServiceState::Paused => return Ok(()),
+            ServiceState::Failed | ServiceState::Starting => {
+                return Err(Error::InvalidState {
+                    service: slot.name.clone(),
+                    operation: "start",
+                    state: previous,
+                });
+            }
+            ServiceState::Loaded | ServiceState::Stopped => {}
+        }
+        self.check_dependencies(&slot.name, &control.dependencies)?;
+        let gate = Gate::new();
+        slot.current.store(Arc::new(Lease::starting(Arc::clone(&gate))));
+        let result = self.instantiate(&slot.name, &control.plugin);
+        let outcome = match result {
+            Ok(generation) => {
+                let version = generation.version().clone();
+                let id = generation.id();
+                slot.current.store(Arc::new(Lease::serving(Arc::clone(&generation), None)));
+                control.serving = Some(generation);
+                slot.healthy.store(true, Ordering::Relaxed);
+                tracing::info!(service = %slot.name, version = %version, generation = %id, "service started");
+                self.hooks.events.emit(&slot.name, &version, EventKind::Started { generation: id });
+                let _ =
+                    self.supervisor.send(SupervisorEvent::Started { service: slot.name.clone() });
+                Ok(())
+            }
+            Err(error) => {
+                slot.current.store(Arc::new(Lease::closed(previous)));
+                tracing::warn!(service = %slot.name, version = %control.plugin.info().plugin_version, %error, "start failed");
+                let _ = self.supervisor.send(SupervisorEvent::StartFailed {
+                    service: slot.name.clone(),
+                    version: control.plugin.info().plugin_version.clone(),
+                    error: error.to_string(),
+                });
+                Err(error)
+            }
+        };
+        // Calls waiting for the start read the new state.
+        gate.open();
+        outcome
+    }
+
+    pub(crate) fn stop_one(&self, slot: &Slot) -> Result<StopReport, Error> {
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.take() else {
+            return Ok(StopReport { service: slot.name.clone(), state, drained: true });
+        };
+        let version = serving.version().clone();
+        slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        if let Some(gate) = control.pause_gate.take() {
+            // Paused calls wake up, see the service stopped and fail at once.
+            gate.open();
+        }
+        let watch = serving.watch();
+        serving.retire();
+        let drained = watch.wait_unloaded(self.config.stop_deadline).is_ok();
+        if !drained {
+            tracing::warn!(service = %slot.name, version = %version, deadline = ?self.config.stop_deadline,
+                "stop deadline passed with calls still running; the instance is destroyed when they return");
+        }
+        tracing::info!(service = %slot.name, version = %version, drained, "service stopped");
+        self.hooks.events.emit(&slot.name, &version, EventKind::Stopped);
+        Ok(StopReport { service: slot.name.clone(), state: ServiceState::Stopped, drained })
+    }
+
+    pub(crate) fn restart_one(&self, slot: &Slot) -> Result<SwapReport, Error> {
+        let started = Instant::now();
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(old) = control.serving.clone() else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "restart",
+                state,
+            });
+        };
+        let generation = self.instantiate(&slot.name, &control.plugin)?;
+        let version = generation.version().clone();
+        let id = generation.id();
+        let lease = match &control.pause_gate {
+            Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
+            None => Lease::serving(Arc::clone(&generation), None),
+        };
+        slot.current.store(Arc::new(lease));
+        control.serving = Some(generation);
+        let watch = old.watch();
+        old.retire();
+        tracing::info!(service = %slot.name, version = %version, generation = %id, "service restarted");
+        self.hooks.events.emit(&slot.name, &version, EventKind::Restarted { generation: id });
+        Ok(SwapReport {
+            service: slot.name.clone(),
+            from: version.clone(),
+            to: version,
+            generation: id,
+            previous: watch,
+            took: started.elapsed(),
+        })
+    }
+
+    fn pause_one(&self, slot: &Slot) -> Result<(), Error> {
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.clone().filter(|_| state == ServiceState::Running)
+        else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "pause",
+                state,
+            });
+        };
+        let gate = Gate::new();
+        slot.current.store(Arc::new(Lease::paused(Arc::clone(&serving), Arc::clone(&gate))));
+        control.pause_gate = Some(gate);
+        tracing::info!(service = %slot.name, version = %serving.version(), "service paused");
+        self.hooks.events.emit(&slot.name, serving.version(), EventKind::Paused);
+        Ok(())
+    }
+
+    fn resume_one(&self, slot: &Slot) -> Result<(), Error> {
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        let (Some(serving), Some(gate)) = (control.serving.clone(), control.pause_gate.take())
+        else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "resume",
+                state,
+            });
+        };
+        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+        gate.open();
+        tracing::info!(service = %slot.name, version = %serving.version(), "service resumed");
+        self.hooks.events.emit(&slot.name, serving.version(), EventKind::Resumed);
+        Ok(())
+    }
+
+    fn reset_one(&self, slot: &Slot) -> Result<(), Error> {
+        let _control = slot.control.lock();
+        let state = slot.current.load().state();
+        if state != ServiceState::Failed {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "reset",
+                state,
+            });
+        }
+        slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        let _ = self.supervisor.send(SupervisorEvent::Reset { service: slot.name.clone() });
+        Ok(())
+    }
+
+    /// Marks `slot` failed for good (the restart policy gave up); called by the supervisor.
+    pub(crate) fn fail(&self, slot: &Slot, reason: &str) {
+        let control = slot.control.lock();
+        let state = slot.current.load().state();
+        if state.is_up() || state == ServiceState::Failed {
+            return;
+        }
+        slot.current.store(Arc::new(Lease::closed(ServiceState::Failed)));
+        let version = control.plugin.info().plugin_version.clone();
+        tracing::error!(service = %slot.name, version = %version, reason, "service failed");
+        self.hooks.events.emit(
+            &slot.name,
+            &version,
+            EventKind::Failed { reason: reason.to_owned() },
+        );
+    }
+
+    fn swap_one(&self, slot: &Slot, path: &Path) -> Result<SwapReport, Error> {
+        let started = Instant::now();
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.clone().filter(|_| state == ServiceState::Running)
+        else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "swap",
+                state,
+            });
+        };
+        let from = serving.version().clone();
+        let refusal = refused(Some((&slot.name, &from)));
+        let plugin = self.loader.load(path).inspect_err(&refusal)?;
+        let template = control.plugin.info().service.clone();
+        gate::check_swap(&template, &control.interface, &control.requirement, &from, plugin.info())
+            .map_err(|e| rename(e, &template, &slot.name))
+            .inspect_err(&refusal)?;
+        self.check_dependents(&slot.name, &plugin.info().interface_version)
+            .inspect_err(&refusal)?;
+        let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
+        self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+        let plugin = Arc::new(plugin);
+        let generation = self.instantiate(&slot.name, &plugin).inspect_err(&refusal)?;
+        drop(refusal);
+        let probation = self.probation_for(&generation);
+        let previous =
+            self.publish(slot, &mut control, generation, dependencies, probation.clone());
+        control.plugin = plugin;
+        let to =
+            control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
+        let id = control.serving.as_ref().map_or(GenerationId(0), |g| g.id());
+        drop(control);
+        if let Some(probation) = probation {
+            let _ = self
+                .supervisor
+                .send(SupervisorEvent::Probation { service: slot.name.clone(), probation });
+        }
+        let took = started.elapsed();
+        tracing::info!(service = %slot.name, from = %from, to = %to, generation = %id, took = ?took, "service swapped");
+        self.hooks.events.emit(
+            &slot.name,
+            &to,
+            EventKind::Swapped { from: from.clone(), generation: id },
+        );
+        Ok(SwapReport { service: slot.name.clone(), from, to, generation: id, previous, took })
+    }
+
+    fn probation_for(&self, generation: &Generation) -> Option<Arc<Probation>> {
+        let policy = &self.config.probation;
+        if policy.calls == 0 || policy.duration.is_zero() {
+            return None;
+        }
+        Some(Arc::new(Probation::new(generation.id(), policy.clone(), Instant::now())))
+    }
+
+    /// Refuses an interface version that breaks the requirement of a running dependent.
+    fn check_dependents(&self, service: &str, interface_version: &Version) -> Result<(), Error> {
+        let services = self.services.read();
+        let mut dependents: Vec<&Arc<Slot>> = services.values().collect();
+        dependents.sort_by(|a, b| a.name.cmp(&b.name));
+        for dependent in dependents {
+            let state = dependent.current.load().state();
+            if !(state.is_up() || state == ServiceState::Starting) {
+                continue;
+            }
+            for dependency in dependent.dependencies.load().iter().filter(|d| d.service == service)
+            {
+                if !dependency.requirement.matches(interface_version) {
+                    return Err(Error::BreaksDependent {
+                        service: service.to_owned(),
+                        dependent: dependent.name.clone(),
+                        required: Box::new(dependency.requirement.clone()),
+                        found: interface_version.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls `slot` back; the caller holds its control lock.
+    fn rollback_locked(
+        &self,
+        slot: &Slot,
+        control: &mut Control,
+        reason: RollbackReason,
+    ) -> Result<SwapReport, Error> {
+        let started = Instant::now();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.clone().filter(|_| state == ServiceState::Running)
+        else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "roll back",
+                state,
+            });
+        };
+        let Some((target, dependencies)) = control.history.pop_front() else {
+            return Err(Error::NoRollbackTarget { service: slot.name.clone() });
+        };
+        let from = serving.version().clone();
+        let to = target.version().clone();
+        let id = target.id();
+        let plugin = Arc::clone(target.plugin());
+        let previous = self.publish(slot, control, target, dependencies, None);
+        control.plugin = plugin;
+        let took = started.elapsed();
+        match &reason {
+            RollbackReason::Manual => {
+                tracing::info!(service = %slot.name, from = %from, to = %to, generation = %id, took = ?took, "service rolled back")
+            }
+            RollbackReason::Automatic(why) => {
+                tracing::warn!(service = %slot.name, from = %from, to = %to, generation = %id, why, "service rolled back automatically")
+            }
+        }
+        self.hooks.events.emit(
+            &slot.name,
+            &to,
+            EventKind::RolledBack { from: from.clone(), generation: id, reason },
+        );
+        Ok(SwapReport { service: slot.name.clone(), from, to, generation: id, previous, took })
+    }
+
+    /// Rolls `service` back from `generation` if that generation still serves, because `why`.
+    /// With `wait` false (on a caller's thread) it gives up when the service is busy with another
+    /// operation, and tells the supervisor to do it instead.
+    pub(crate) fn auto_rollback(
+        &self,
+        slot: &Slot,
+        generation: GenerationId,
+        why: &str,
+        wait: bool,
+    ) {
+        let mut control = match slot.control.try_lock() {
+            Some(control) => control,
+            None if wait => slot.control.lock(),
+            None => {
+                let _ = self.supervisor.send(SupervisorEvent::RollBack {
+                    service: slot.name.clone(),
+                    generation,
+                    why: why.to_owned(),
+                });
+                return;
+            }
+        };
+        if control.serving.as_ref().map(|g| g.id()) != Some(generation) {
+            return;
+        }
+        if let Err(error) =
+            self.rollback_locked(slot, &mut control, RollbackReason::Automatic(why.to_owned()))
+        {
+            tracing::error!(service = %slot.name, %error, why, "automatic rollback failed");
+        }
+    }
+
+    /// Republishes `service`'s `generation` without probation once its window passed.
+    pub(crate) fn end_probation(&self, slot: &Slot, generation: GenerationId) {
+        let control = slot.control.lock();
+        let lease = slot.current.load();
+        let current =
+            lease.generation().filter(|g| g.id() == generation && lease.probation().is_some());
+        let (Some(serving), ServiceState::Running) = (current, lease.state()) else {
+            return;
+        };
+        let serving = Arc::clone(serving);
+        drop(lease);
+        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+        drop(control);
+        tracing::info!(service = %slot.name, version = %serving.version(), generation = %generation, "probation passed");
+        self.hooks.events.emit(
+            &slot.name,
+            serving.version(),
+            EventKind::ProbationPassed { generation },
+        );
     }
 
     /// Publishes `generation` for `slot`, pushes the one it replaces onto the history and
@@ -355,22 +1066,88 @@ impl Runtime {
         slot: &Slot,
         control: &mut Control,
         generation: Arc<Generation>,
+        dependencies: Arc<Vec<Dependency>>,
+        probation: Option<Arc<Probation>>,
     ) -> GenerationWatch {
-        let old_lease = slot
-            .current
-            .swap(Arc::new(Lease::new(Arc::clone(&generation))));
-        let old = std::mem::replace(&mut control.serving, generation);
+        slot.current.store(Arc::new(Lease::serving(Arc::clone(&generation), probation)));
+        slot.dependencies.store(Arc::clone(&dependencies));
+        let old_dependencies = std::mem::replace(&mut control.dependencies, dependencies);
+        let old = control.serving.replace(generation);
+        // `publish` is only called with a generation serving (checked by the callers).
+        let Some(old) = old else {
+            return GenerationWatch::detached();
+        };
         let watch = old.watch();
-        control.history.push_front(old);
-        while control.history.len() > self.history_depth {
-            if let Some(retired) = control.history.pop_back() {
+        control.history.push_front((old, old_dependencies));
+        while control.history.len() > self.config.history_depth {
+            if let Some((retired, _)) = control.history.pop_back() {
                 retired.retire();
             }
         }
-        // Calls still holding the old lease keep it alive; its drop marks the drain.
-        drop(old_lease);
         watch
     }
+
+    fn start_set(&self, names: &[String]) -> Result<crate::BatchReport, Error> {
+        self.run_set("start", names, false, |shared, slot| shared.start_one(slot))
+    }
+
+    fn stop_set(&self, names: &[String]) -> Result<crate::BatchReport, Error> {
+        self.run_set("stop", names, true, |shared, slot| shared.stop_one(slot).map(|_| ()))
+    }
+
+    /// Runs `op` on the services `names`, in dependency waves (reversed for `reverse`), each wave
+    /// in parallel under the concurrency limit.
+    fn run_set(
+        &self,
+        operation: &'static str,
+        names: &[String],
+        reverse: bool,
+        op: impl Fn(&Shared, &Slot) -> Result<(), Error> + Sync,
+    ) -> Result<crate::BatchReport, Error> {
+        let nodes = self.nodes_owned();
+        let all = nodes.as_nodes();
+        let chosen: Vec<Node<'_>> =
+            all.into_iter().filter(|n| names.iter().any(|m| m == n.name)).collect();
+        for name in names {
+            self.slot(name)?;
+        }
+        let waves = if reverse { graph::stop_waves(&chosen) } else { graph::start_waves(&chosen) }
+            .map_err(|cycle| Error::DependencyCycle { cycle: cycle.0 })?;
+        crate::batch::run_waves(self, operation, waves, self.config.concurrency, op)
+    }
+}
+
+/// Replaces the descriptor's service name by the slot's in a gate error, for aliased services.
+fn rename(error: Error, template: &str, name: &str) -> Error {
+    if template == name {
+        return error;
+    }
+    match error {
+        Error::IncompatibleInterface { required, found, plugin_version, .. } => {
+            Error::IncompatibleInterface {
+                service: name.to_owned(),
+                required,
+                found,
+                plugin_version,
+            }
+        }
+        Error::SameVersion { version, .. } => {
+            Error::SameVersion { service: name.to_owned(), version }
+        }
+        other => other,
+    }
+}
+
+/// The dependencies of a build: its descriptor's, overridden and extended by the host's.
+fn merge(plugin: &Plugin, host: &[Dependency]) -> Vec<Dependency> {
+    let mut merged: Vec<Dependency> = plugin
+        .dependencies()
+        .iter()
+        .filter(|d| !host.iter().any(|h| h.service == d.service))
+        .cloned()
+        .collect();
+    merged.extend(host.iter().cloned());
+    merged
 }
 
 /// Logs a refused load or swap, with the service and its serving version when known.
@@ -384,28 +1161,27 @@ fn refused<'a>(serving: Option<(&'a str, &'a Version)>) -> impl Fn(&Error) + 'a 
 }
 
 impl Slot {
-    /// The version published now, read without the control lock.
-    fn serving_version(&self) -> Version {
-        self.current
-            .load()
-            .generation()
-            .info()
-            .plugin_version
-            .clone()
+    /// The version published now, or the loaded build's when nothing is published; read
+    /// without waiting for an operation when something is published.
+    fn version(&self) -> Version {
+        match self.current.load().generation() {
+            Some(generation) => generation.version().clone(),
+            None => self.control.lock().plugin.info().plugin_version.clone(),
+        }
     }
 
     fn status(&self) -> ServiceStatus {
         let control = self.control.lock();
         ServiceStatus {
             service: self.name.clone(),
+            state: self.current.load().state(),
+            version: control.plugin.info().plugin_version.clone(),
             interface: control.interface.clone(),
             requirement: control.requirement.clone(),
-            current: GenerationStatus::of(&control.serving),
-            history: control
-                .history
-                .iter()
-                .map(|g| GenerationStatus::of(g))
-                .collect(),
+            dependencies: control.dependencies.to_vec(),
+            current: control.serving.as_deref().map(GenerationStatus::of),
+            history: control.history.iter().map(|(g, _)| GenerationStatus::of(g)).collect(),
+            healthy: self.healthy.load(Ordering::Relaxed),
         }
     }
 }
@@ -414,17 +1190,28 @@ impl Slot {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadReport {
-    /// The service loaded.
+    /// The service registered.
     pub service: String,
-    /// Its first generation.
-    pub generation: GenerationId,
     /// What the plugin declares.
     pub info: PluginInfo,
-    /// How long the load took, checks and health check included.
+    /// How long the load took, checks included.
     pub took: Duration,
 }
 
-/// What [`Runtime::swap`] or [`Runtime::rollback`] did.
+/// What [`Runtime::stop`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StopReport {
+    /// The service.
+    pub service: String,
+    /// Its state now.
+    pub state: ServiceState,
+    /// Whether every running call returned, and the instance was destroyed, within the stop
+    /// deadline. If not, the instance is destroyed when the last call returns.
+    pub drained: bool,
+}
+
+/// What [`Runtime::swap`], [`Runtime::rollback`] or [`Runtime::restart`] did.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SwapReport {
@@ -448,14 +1235,22 @@ pub struct SwapReport {
 pub struct ServiceStatus {
     /// The service's name.
     pub service: String,
+    /// Its lifecycle state.
+    pub state: ServiceState,
+    /// The version of the build it runs or would start.
+    pub version: Version,
     /// The interface it implements.
     pub interface: String,
     /// The interface requirement every new build must satisfy.
     pub requirement: VersionReq,
-    /// The generation serving calls.
-    pub current: GenerationStatus,
+    /// The services it depends on.
+    pub dependencies: Vec<Dependency>,
+    /// The generation serving calls (running or paused), if any.
+    pub current: Option<GenerationStatus>,
     /// Earlier generations kept loaded for rollback, most recent first.
     pub history: Vec<GenerationStatus>,
+    /// The outcome of the last periodic health check (true before the first).
+    pub healthy: bool,
 }
 
 /// One generation, for operators.

@@ -31,11 +31,7 @@ impl HeldCall {
         let (mut stream, _) = listener.accept().unwrap();
         let mut version = [0u8; 5];
         stream.read_exact(&mut version).unwrap();
-        HeldCall {
-            stream,
-            version: String::from_utf8(version.to_vec()).unwrap(),
-            call,
-        }
+        HeldCall { stream, version: String::from_utf8(version.to_vec()).unwrap(), call }
     }
 
     fn release(mut self) -> Result<Vec<u8>, graft_runtime::Error> {
@@ -48,107 +44,54 @@ impl HeldCall {
 fn a_call_in_a_retired_build_finishes_there_and_keeps_it_mapped_until_it_returns() {
     // With no history, the swap retires 1.0 at once: only the running call keeps it loaded.
     let setup = Setup::with(graft_runtime::Runtime::builder().history_depth(0));
-    setup.runtime.load(setup.copy(Fixture::Greeter1_0)).unwrap();
+    setup.runtime.load_and_start(setup.copy(Fixture::Greeter1_0)).unwrap();
     let handle = setup.runtime.handle("greeter").unwrap();
-    let staged_1_0 = setup
-        .runtime
-        .service_status("greeter")
-        .unwrap()
-        .current
-        .staged;
+    let staged_1_0 = setup.runtime.service_status("greeter").unwrap().current.unwrap().staged;
     assert!(mapped(&staged_1_0));
 
     let held = HeldCall::start(&handle, setup.dir.path());
     assert_eq!(held.version, "1.0.0");
 
-    let swap = setup
-        .runtime
-        .swap("greeter", setup.copy(Fixture::Greeter1_1))
-        .unwrap();
+    let swap = setup.runtime.swap("greeter", setup.copy(Fixture::Greeter1_1)).unwrap();
     // New calls go to 1.1 while the held call is still inside 1.0.
     for _ in 0..10 {
-        assert_eq!(
-            handle.call_to_vec("greet", b"new").unwrap(),
-            greeting("new", "1.1.0")
-        );
+        assert_eq!(handle.call_to_vec("greet", b"new").unwrap(), greeting("new", "1.1.0"));
     }
-    assert!(
-        setup
-            .runtime
-            .service_status("greeter")
-            .unwrap()
-            .history
-            .is_empty()
-    );
+    assert!(setup.runtime.service_status("greeter").unwrap().history.is_empty());
     assert!(!swap.previous.is_drained());
     assert!(!swap.previous.is_unloaded());
-    assert!(
-        mapped(&staged_1_0),
-        "1.0 must stay mapped while a call runs in it"
-    );
-    let err = swap
-        .previous
-        .wait_drained(std::time::Duration::from_millis(1))
-        .unwrap_err();
-    assert!(
-        matches!(err, graft_runtime::Error::DrainTimeout { .. }),
-        "{err:?}"
-    );
-    assert!(
-        mapped(&staged_1_0),
-        "a missed drain deadline forces nothing"
-    );
+    assert!(mapped(&staged_1_0), "1.0 must stay mapped while a call runs in it");
+    let err = swap.previous.wait_drained(std::time::Duration::from_millis(1)).unwrap_err();
+    assert!(matches!(err, graft_runtime::Error::DrainTimeout { .. }), "{err:?}");
+    assert!(mapped(&staged_1_0), "a missed drain deadline forces nothing");
 
     assert_eq!(held.release().unwrap(), b"released from greeter 1.0.0");
     swap.previous.wait_drained(PATIENCE).unwrap();
     swap.previous.wait_unloaded(PATIENCE).unwrap();
-    assert!(
-        !mapped(&staged_1_0),
-        "1.0 is unloaded once drained and out of the history"
-    );
+    assert!(!mapped(&staged_1_0), "1.0 is unloaded once drained and out of the history");
     assert!(!staged_1_0.exists(), "its staged copy is removed");
-    assert_eq!(
-        handle.call_to_vec("greet", b"after").unwrap(),
-        greeting("after", "1.1.0")
-    );
+    assert_eq!(handle.call_to_vec("greet", b"after").unwrap(), greeting("after", "1.1.0"));
 }
 
 #[test]
 fn a_drained_build_stays_loaded_while_in_the_history_and_unloads_when_it_leaves() {
     let setup = Setup::new();
     let v1_0 = setup.copy(Fixture::Greeter1_0);
-    setup.runtime.load(&v1_0).unwrap();
+    setup.runtime.load_and_start(&v1_0).unwrap();
     let handle = setup.runtime.handle("greeter").unwrap();
-    let staged_1_0 = setup
-        .runtime
-        .service_status("greeter")
-        .unwrap()
-        .current
-        .staged;
+    let staged_1_0 = setup.runtime.service_status("greeter").unwrap().current.unwrap().staged;
 
     let held = HeldCall::start(&handle, setup.dir.path());
-    let swap = setup
-        .runtime
-        .swap("greeter", setup.copy(Fixture::Greeter1_1))
-        .unwrap();
-    assert_eq!(
-        handle.call_to_vec("greet", b"new").unwrap(),
-        greeting("new", "1.1.0")
-    );
+    let swap = setup.runtime.swap("greeter", setup.copy(Fixture::Greeter1_1)).unwrap();
+    assert_eq!(handle.call_to_vec("greet", b"new").unwrap(), greeting("new", "1.1.0"));
     assert_eq!(held.release().unwrap(), b"released from greeter 1.0.0");
     swap.previous.wait_drained(PATIENCE).unwrap();
-    assert!(
-        mapped(&staged_1_0),
-        "the drained 1.0 is the rollback target and stays loaded"
-    );
+    assert!(mapped(&staged_1_0), "the drained 1.0 is the rollback target and stays loaded");
     assert!(!swap.previous.is_unloaded());
 
     // A new 1.0 build pushes 1.1 into the history and the old 1.0 out of it.
     setup.runtime.swap("greeter", &v1_0).unwrap();
     swap.previous.wait_unloaded(PATIENCE).unwrap();
     assert!(!mapped(&staged_1_0));
-    assert_eq!(
-        handle.call_to_vec("greet", b"x").unwrap(),
-        greeting("x", "1.0.0")
-    );
+    assert_eq!(handle.call_to_vec("greet", b"x").unwrap(), greeting("x", "1.0.0"));
 }

@@ -58,10 +58,7 @@ impl<S: tracing::Subscriber> Layer<S> for Recorder {
                 }
             }
         }
-        let mut seen = Seen {
-            target: event.metadata().target().to_owned(),
-            ..Seen::default()
-        };
+        let mut seen = Seen { target: event.metadata().target().to_owned(), ..Seen::default() };
         event.record(&mut Fields(&mut seen));
         self.0.lock().unwrap().push(seen);
     }
@@ -104,18 +101,12 @@ fn find(events: &[Seen], message: &str) -> Seen {
 fn every_operation_emits_an_event_naming_the_service_and_version() {
     let events = Recorder::record(|| {
         let setup = Setup::new();
-        setup.runtime.load(setup.copy(Fixture::Greeter1_0)).unwrap();
+        setup.runtime.load_and_start(setup.copy(Fixture::Greeter1_0)).unwrap();
         let greeter = setup.runtime.handle("greeter").unwrap();
         greeter.call_to_vec("log", b"a line from inside").unwrap();
         greeter.call_to_vec("panic", b"").unwrap_err();
-        setup
-            .runtime
-            .swap("greeter", setup.copy(Fixture::Greeter2_0))
-            .unwrap_err();
-        let swap = setup
-            .runtime
-            .swap("greeter", setup.copy(Fixture::Greeter1_1))
-            .unwrap();
+        setup.runtime.swap("greeter", setup.copy(Fixture::Greeter2_0)).unwrap_err();
+        let swap = setup.runtime.swap("greeter", setup.copy(Fixture::Greeter1_1)).unwrap();
         swap.previous.wait_drained(super::PATIENCE).unwrap();
         setup.runtime.rollback("greeter").unwrap();
     });
@@ -139,13 +130,7 @@ fn every_operation_emits_an_event_naming_the_service_and_version() {
     // A plugin's own log line reaches the host's subscriber, tagged with its service and version.
     let line = find(&events, "greeter 1.0.0 says a line from inside");
     assert_eq!(line.target, "graft::plugin");
-    assert_eq!(
-        (line.service.as_str(), line.version.as_str()),
-        ("greeter", "1.0.0")
-    );
+    assert_eq!((line.service.as_str(), line.version.as_str()), ("greeter", "1.0.0"));
     let created = find(&events, "greeter 1.1.0 created");
-    assert_eq!(
-        (created.target.as_str(), created.version.as_str()),
-        ("graft::plugin", "1.1.0")
-    );
+    assert_eq!((created.target.as_str(), created.version.as_str()), ("graft::plugin", "1.1.0"));
 }

@@ -26,10 +26,7 @@ impl Setup {
 
     pub fn with(builder: RuntimeBuilder) -> Setup {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let runtime = builder
-            .staging_dir(dir.path().join("staging"))
-            .build()
-            .expect("runtime");
+        let runtime = builder.staging_dir(dir.path().join("staging")).build().expect("runtime");
         Setup { dir, runtime }
     }
 
@@ -40,9 +37,7 @@ impl Setup {
 
     /// The files in the staging directory.
     pub fn staged_files(&self) -> usize {
-        std::fs::read_dir(self.runtime.staging_dir())
-            .expect("staging directory")
-            .count()
+        std::fs::read_dir(self.runtime.staging_dir()).expect("staging directory").count()
     }
 }
 

@@ -24,7 +24,7 @@ fn swaps_and_rollbacks_under_load_lose_no_call() {
     let setup = Setup::new();
     let v1_0 = setup.copy(Fixture::Greeter1_0);
     let v1_1 = setup.copy(Fixture::Greeter1_1);
-    setup.runtime.load(&v1_0).unwrap();
+    setup.runtime.load_and_start(&v1_0).unwrap();
     let handle = setup.runtime.handle("greeter").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -77,32 +77,19 @@ fn swaps_and_rollbacks_under_load_lose_no_call() {
     }
     assert_eq!(total.errors, 0, "{total:?}");
     assert_eq!(total.unknown_answers, 0, "{total:?}");
-    assert_eq!(
-        total.issued,
-        total.answered_1_0 + total.answered_1_1,
-        "{total:?}"
-    );
-    assert!(
-        total.answered_1_0 > 0 && total.answered_1_1 > 0,
-        "both builds served: {total:?}"
-    );
+    assert_eq!(total.issued, total.answered_1_0 + total.answered_1_1, "{total:?}");
+    assert!(total.answered_1_0 > 0 && total.answered_1_1 > 0, "both builds served: {total:?}");
 
     // Every 1.1 generation but the last fell out of the history; each must drain and unload.
     let (last, earlier) = rolled_back.split_last().unwrap();
     for watch in earlier {
         watch.wait_unloaded(PATIENCE).unwrap();
     }
-    assert!(
-        !last.is_unloaded(),
-        "the last 1.1 build is the rollback target and stays loaded"
-    );
+    assert!(!last.is_unloaded(), "the last 1.1 build is the rollback target and stays loaded");
     assert_eq!(
         setup.staged_files(),
         2,
         "only the serving build and its rollback target stay staged"
     );
-    assert_eq!(
-        handle.call_to_vec("greet", b"end").unwrap(),
-        greeting("end", "1.0.0")
-    );
+    assert_eq!(handle.call_to_vec("greet", b"end").unwrap(), greeting("end", "1.0.0"));
 }

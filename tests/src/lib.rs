@@ -121,21 +121,14 @@ pub fn copy_to(fixture: Fixture, dir: &Path, name: &str) -> Result<PathBuf, Buil
     let source = path(fixture)?;
     let target = dir.join(name);
     std::fs::copy(&source, &target).map_err(|e| {
-        BuildError(format!(
-            "copying {} to {}: {e}",
-            source.display(),
-            target.display()
-        ))
+        BuildError(format!("copying {} to {}: {e}", source.display(), target.display()))
     })?;
     Ok(target)
 }
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn build_all() -> Result<PathBuf, BuildError> {
@@ -152,10 +145,7 @@ fn build_all() -> Result<PathBuf, BuildError> {
     for fixture in Fixture::ALL {
         let file = target.join(fixture.profile()).join(fixture.file_name());
         if !file.is_file() {
-            return Err(BuildError(format!(
-                "cargo succeeded but {} is missing",
-                file.display()
-            )));
+            return Err(BuildError(format!("cargo succeeded but {} is missing", file.display())));
         }
     }
     Ok(target)
@@ -178,12 +168,8 @@ fn build(
     }
     // The outer cargo may be building with flags meant for the test binary (coverage, sanitizers);
     // the plugins are built the plain way.
-    command
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    let output = command
-        .output()
-        .map_err(|e| BuildError(format!("running cargo: {e}")))?;
+    command.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let output = command.output().map_err(|e| BuildError(format!("running cargo: {e}")))?;
     if output.status.success() {
         Ok(())
     } else {

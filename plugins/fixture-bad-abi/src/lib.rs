@@ -16,6 +16,7 @@ static DESCRIPTOR: PluginDescriptor = {
             interface_name: "greeter",
             interface_version: "1.5.0",
         },
+        &[],
         graft_plugin_api::build_flags!(),
     );
     descriptor.header.abi_version = ABI_VERSION + 41;

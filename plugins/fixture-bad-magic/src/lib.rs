@@ -16,6 +16,7 @@ static DESCRIPTOR: PluginDescriptor = {
             interface_name: "greeter",
             interface_version: "1.4.0",
         },
+        &[],
         graft_plugin_api::build_flags!(),
     );
     descriptor.header.magic = u64::from_le_bytes(*b"NOTGRAFT");

@@ -49,9 +49,7 @@ pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeade
         return Err(ElfProblem::NotElf);
     }
     if prefix.len() < HEADER_LEN {
-        return Err(ElfProblem::Truncated {
-            needed: HEADER_LEN as u64,
-        });
+        return Err(ElfProblem::Truncated { needed: HEADER_LEN as u64 });
     }
     if prefix[4] != 2 || !cfg!(target_pointer_width = "64") {
         return Err(ElfProblem::Wrong(format!(
@@ -73,9 +71,7 @@ pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeade
     }
     let e_type = u16_at(prefix, 16);
     if e_type != ET_DYN {
-        return Err(ElfProblem::Wrong(format!(
-            "ELF type {e_type}, not a shared object (3)"
-        )));
+        return Err(ElfProblem::Wrong(format!("ELF type {e_type}, not a shared object (3)")));
     }
     let machine = u16_at(prefix, 18);
     if machine != HOST_MACHINE {
@@ -99,19 +95,12 @@ pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeade
         ));
     }
     if u64::from(phentsize) != PROGRAM_HEADER_LEN {
-        return Err(ElfProblem::Wrong(format!(
-            "program header size {phentsize}, expected 56"
-        )));
+        return Err(ElfProblem::Wrong(format!("program header size {phentsize}, expected 56")));
     }
     if shnum != 0 && u64::from(shentsize) != SECTION_HEADER_LEN {
-        return Err(ElfProblem::Wrong(format!(
-            "section header size {shentsize}, expected 64"
-        )));
+        return Err(ElfProblem::Wrong(format!("section header size {shentsize}, expected 64")));
     }
-    let headers = ProgramHeaders {
-        offset: phoff,
-        count: phnum,
-    };
+    let headers = ProgramHeaders { offset: phoff, count: phnum };
     within(file_size, phoff, headers.len())?;
     within(file_size, shoff, u64::from(shnum) * SECTION_HEADER_LEN)?;
     Ok(headers)
@@ -134,44 +123,29 @@ const HOST_MACHINE: u16 = 62;
 const HOST_MACHINE: u16 = 183;
 #[cfg(target_arch = "riscv64")]
 const HOST_MACHINE: u16 = 243;
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
 compile_error!("graft-runtime knows the ELF machine number of x86_64, aarch64 and riscv64 only");
 
 fn within(file_size: u64, offset: u64, len: u64) -> Result<(), ElfProblem> {
     match offset.checked_add(len) {
         Some(end) if end <= file_size => Ok(()),
         Some(end) => Err(ElfProblem::Truncated { needed: end }),
-        None => Err(ElfProblem::Wrong(format!(
-            "a header points past 2^64 (offset {offset})"
-        ))),
+        None => Err(ElfProblem::Wrong(format!("a header points past 2^64 (offset {offset})"))),
     }
 }
 
 // The callers pass slices at least `HEADER_LEN` (or one program header) long, and every offset
 // below is a constant that fits; `get` keeps a wrong constant from panicking anyway.
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    bytes
-        .get(at..at + 2)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
+    bytes.get(at..at + 2).and_then(|b| b.try_into().ok()).map_or(0, u16::from_le_bytes)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
+    bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
 #[cfg(test)]
@@ -197,13 +171,7 @@ mod tests {
     #[test]
     fn accepts_a_header_whose_tables_fit() {
         let headers = check_header(&header(), 120).unwrap();
-        assert_eq!(
-            headers,
-            ProgramHeaders {
-                offset: 64,
-                count: 1
-            }
-        );
+        assert_eq!(headers, ProgramHeaders { offset: 64, count: 1 });
     }
 
     #[test]
@@ -214,18 +182,12 @@ mod tests {
 
     #[test]
     fn a_short_header_is_truncated() {
-        assert_eq!(
-            check_header(&header()[..20], 20),
-            Err(ElfProblem::Truncated { needed: 64 })
-        );
+        assert_eq!(check_header(&header()[..20], 20), Err(ElfProblem::Truncated { needed: 64 }));
     }
 
     #[test]
     fn program_headers_past_the_end_are_truncated() {
-        assert_eq!(
-            check_header(&header(), 100),
-            Err(ElfProblem::Truncated { needed: 120 })
-        );
+        assert_eq!(check_header(&header(), 100), Err(ElfProblem::Truncated { needed: 120 }));
     }
 
     #[test]
@@ -233,32 +195,20 @@ mod tests {
         let mut h = header();
         h[40..48].copy_from_slice(&1000u64.to_le_bytes());
         h[60..62].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(
-            check_header(&h, 1100),
-            Err(ElfProblem::Truncated { needed: 1128 })
-        );
+        assert_eq!(check_header(&h, 1100), Err(ElfProblem::Truncated { needed: 1128 }));
     }
 
     #[test]
     fn executables_and_foreign_machines_are_wrong() {
         let mut exec = header();
         exec[16..18].copy_from_slice(&2u16.to_le_bytes());
-        assert!(matches!(
-            check_header(&exec, 1000),
-            Err(ElfProblem::Wrong(_))
-        ));
+        assert!(matches!(check_header(&exec, 1000), Err(ElfProblem::Wrong(_))));
         let mut foreign = header();
         foreign[18..20].copy_from_slice(&(HOST_MACHINE + 1).to_le_bytes());
-        assert!(matches!(
-            check_header(&foreign, 1000),
-            Err(ElfProblem::Wrong(_))
-        ));
+        assert!(matches!(check_header(&foreign, 1000), Err(ElfProblem::Wrong(_))));
         let mut thirty_two = header();
         thirty_two[4] = 1;
-        assert!(matches!(
-            check_header(&thirty_two, 1000),
-            Err(ElfProblem::Wrong(_))
-        ));
+        assert!(matches!(check_header(&thirty_two, 1000), Err(ElfProblem::Wrong(_))));
     }
 
     #[test]
@@ -275,10 +225,7 @@ mod tests {
         entry[8..16].copy_from_slice(&4096u64.to_le_bytes());
         entry[32..40].copy_from_slice(&100u64.to_le_bytes());
         assert_eq!(check_segments(&entry, 4196), Ok(()));
-        assert_eq!(
-            check_segments(&entry, 4195),
-            Err(ElfProblem::Truncated { needed: 4196 })
-        );
+        assert_eq!(check_segments(&entry, 4195), Err(ElfProblem::Truncated { needed: 4196 }));
         // Segments that are not PT_LOAD are not mapped from the file and are not checked.
         entry[..4].copy_from_slice(&2u32.to_le_bytes());
         assert_eq!(check_segments(&entry, 10), Ok(()));

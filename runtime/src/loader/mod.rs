@@ -30,9 +30,9 @@ use graft_plugin_api::abi::{
     MAGIC, PluginDescriptor, PluginHeader, RawStr,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use semver::Version;
+use semver::{Version, VersionReq};
 
-use crate::Error;
+use crate::{Dependency, Error};
 use elf::ElfProblem;
 
 /// The longest string the runtime accepts in a descriptor.
@@ -75,6 +75,7 @@ pub(crate) struct EntryPoints {
 #[derive(Debug)]
 pub(crate) struct Plugin {
     info: PluginInfo,
+    dependencies: Vec<Dependency>,
     entry: EntryPoints,
     library: Option<Library>,
 }
@@ -82,6 +83,11 @@ pub(crate) struct Plugin {
 impl Plugin {
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// The dependencies its descriptor declares.
+    pub fn dependencies(&self) -> &[Dependency] {
+        &self.dependencies
     }
 
     pub fn entry(&self) -> EntryPoints {
@@ -121,9 +127,7 @@ impl Loader {
         let metadata = std::fs::metadata(source)
             .map_err(|e| io_error("reading the metadata of", source, e))?;
         if !metadata.is_file() {
-            return Err(Error::NotAFile {
-                path: source.to_path_buf(),
-            });
+            return Err(Error::NotAFile { path: source.to_path_buf() });
         }
         let staged = self.stage(source)?;
         match open_staged(source, &staged) {
@@ -143,21 +147,12 @@ impl Loader {
     /// overwrite would rewrite a library that may be mapped.
     fn stage(&self, source: &Path) -> Result<PathBuf, Error> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let stem = source
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("plugin");
+        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let mut input = File::open(source).map_err(|e| io_error("opening", source, e))?;
         let (staged, mut output) = loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let staged = self
-                .staging
-                .join(format!("{stem}.{}.{n}.so", std::process::id()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&staged)
-            {
+            let staged = self.staging.join(format!("{stem}.{}.{n}.so", std::process::id()));
+            match OpenOptions::new().write(true).create_new(true).open(&staged) {
                 Ok(file) => break (staged, file),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_error("creating a staged copy", &staged, e)),
@@ -177,30 +172,20 @@ fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     // contract (documented on `Runtime::load`) is that loading a file is trusting it. The file is
     // a private staged copy that passed the ELF checks above, so it is at least a complete shared
     // object for this machine.
-    let library =
-        unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| Error::Open {
-            path: staged.to_path_buf(),
-            source: e,
-        })?;
+    let library = unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| Error::Open { path: staged.to_path_buf(), source: e })?;
     // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
     // name with another type breaks the ABI, which loading it trusts it not to.
-    let entry =
-        unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| Error::MissingSymbol {
-            path: source.to_path_buf(),
-            symbol: "graft_plugin_entry",
-            source: e,
-        })?;
+    let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| {
+        Error::MissingSymbol { path: source.to_path_buf(), symbol: "graft_plugin_entry", source: e }
+    })?;
     // SAFETY: `entry` is the plugin's entry point, which takes nothing and returns a pointer; it
     // is called while `library` is open.
     let descriptor = unsafe { entry() };
     // SAFETY: `descriptor` came from the entry point of `library`, which stays open for as long
     // as the returned references are used (they are copied into owned values below).
-    let (info, entry) = unsafe { read_descriptor(descriptor, source, staged) }?;
-    Ok(Plugin {
-        info,
-        entry,
-        library: Some(library),
-    })
+    let (info, dependencies, entry) = unsafe { read_descriptor(descriptor, source, staged) }?;
+    Ok(Plugin { info, dependencies, entry, library: Some(library) })
 }
 
 /// Reads and checks the descriptor: the header first, and the rest only once the header is
@@ -213,17 +198,14 @@ unsafe fn read_descriptor(
     raw: *const PluginDescriptor,
     source: &Path,
     staged: &Path,
-) -> Result<(PluginInfo, EntryPoints), Error> {
+) -> Result<(PluginInfo, Vec<Dependency>, EntryPoints), Error> {
     let invalid = |field: &'static str, reason: String| Error::InvalidDescriptor {
         path: source.to_path_buf(),
         field,
         reason,
     };
     if raw.is_null() {
-        return Err(invalid(
-            "descriptor",
-            "the entry point returned a null pointer".to_owned(),
-        ));
+        return Err(invalid("descriptor", "the entry point returned a null pointer".to_owned()));
     }
     // The whole descriptor is read below, so check its alignment, not only the header's.
     if !raw.is_aligned() {
@@ -233,10 +215,7 @@ unsafe fn read_descriptor(
     // `PluginHeader`; only the header is read until its fields are checked.
     let header = unsafe { raw.cast::<PluginHeader>().read() };
     if header.magic != MAGIC {
-        return Err(Error::BadMagic {
-            path: source.to_path_buf(),
-            found: header.magic,
-        });
+        return Err(Error::BadMagic { path: source.to_path_buf(), found: header.magic });
     }
     if header.abi_version != ABI_VERSION {
         return Err(Error::AbiMismatch {
@@ -249,10 +228,7 @@ unsafe fn read_descriptor(
     if (header.descriptor_size as usize) < expected {
         return Err(invalid(
             "header.descriptor_size",
-            format!(
-                "{} bytes, ABI version {ABI_VERSION} needs {expected}",
-                header.descriptor_size
-            ),
+            format!("{} bytes, ABI version {ABI_VERSION} needs {expected}", header.descriptor_size),
         ));
     }
     // SAFETY: the header says this is a graft descriptor of our ABI version and at least as
@@ -286,6 +262,8 @@ unsafe fn read_descriptor(
         health: descriptor.health.ok_or_else(|| missing("health"))?,
         destroy: descriptor.destroy.ok_or_else(|| missing("destroy"))?,
     };
+    // SAFETY: the descriptor is checked and the library open (this function's contract).
+    let dependencies = unsafe { read_dependencies(descriptor, source) }?;
     let info = PluginInfo {
         service,
         plugin_version,
@@ -295,7 +273,57 @@ unsafe fn read_descriptor(
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
-    Ok((info, entry))
+    Ok((info, dependencies, entry))
+}
+
+/// The most dependencies a descriptor may declare.
+const MAX_DEPENDENCIES: usize = 256;
+
+/// Copies and parses a checked descriptor's dependency list.
+///
+/// # Safety
+/// `descriptor` must be a checked descriptor of this ABI version whose library is open.
+unsafe fn read_dependencies(
+    descriptor: &PluginDescriptor,
+    source: &Path,
+) -> Result<Vec<Dependency>, Error> {
+    let invalid = |reason: String| Error::InvalidDescriptor {
+        path: source.to_path_buf(),
+        field: "dependencies",
+        reason,
+    };
+    let len = descriptor.dependencies_len;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if len > MAX_DEPENDENCIES {
+        return Err(invalid(format!("{len} entries, at most {MAX_DEPENDENCIES}")));
+    }
+    let specs = descriptor.dependencies;
+    if specs.is_null() || !specs.is_aligned() {
+        return Err(invalid(format!("bad pointer {specs:p} for {len} entries")));
+    }
+    // SAFETY: non-null, aligned, and the plugin declares `len` specs there, in static data of the
+    // open library (the caller's contract).
+    let specs = unsafe { std::slice::from_raw_parts(specs, len) };
+    let mut dependencies = Vec::with_capacity(len);
+    for spec in specs {
+        // SAFETY: the strings of a checked descriptor point at static data of the open library.
+        let (service, requirement) = unsafe {
+            (
+                text(spec.service, "dependencies.service", source)?,
+                text(spec.requirement, "dependencies.requirement", source)?,
+            )
+        };
+        let requirement = VersionReq::parse(&requirement).map_err(|e| {
+            invalid(format!("`{requirement}` (for `{service}`) is not a semver requirement: {e}"))
+        })?;
+        if service.is_empty() {
+            return Err(invalid("a dependency with an empty name".to_owned()));
+        }
+        dependencies.push(Dependency { service, requirement });
+    }
+    Ok(dependencies)
 }
 
 /// Copies a descriptor string, refusing null pointers, absurd lengths and invalid UTF-8.
@@ -303,25 +331,17 @@ unsafe fn read_descriptor(
 /// # Safety
 /// A non-null `raw.ptr` must point at `raw.len` bytes that are valid during the call.
 unsafe fn text(raw: RawStr, field: &'static str, source: &Path) -> Result<String, Error> {
-    let invalid = |reason: String| Error::InvalidDescriptor {
-        path: source.to_path_buf(),
-        field,
-        reason,
-    };
+    let invalid =
+        |reason: String| Error::InvalidDescriptor { path: source.to_path_buf(), field, reason };
     if raw.len > MAX_DESCRIPTOR_STR {
-        return Err(invalid(format!(
-            "{} bytes long, at most {MAX_DESCRIPTOR_STR}",
-            raw.len
-        )));
+        return Err(invalid(format!("{} bytes long, at most {MAX_DESCRIPTOR_STR}", raw.len)));
     }
     if raw.ptr.is_null() && raw.len > 0 {
         return Err(invalid("null pointer".to_owned()));
     }
     // SAFETY: non-null (checked) and, by the caller's contract, valid for `len` bytes.
     let bytes = unsafe { raw.as_bytes() };
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|e| invalid(format!("not UTF-8: {e}")))
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| invalid(format!("not UTF-8: {e}")))
 }
 
 /// Copies and parses a descriptor's semver string.
@@ -341,42 +361,27 @@ unsafe fn version(raw: RawStr, field: &'static str, source: &Path) -> Result<Ver
 /// Checks the staged copy's ELF headers; errors name the source file the operator gave.
 fn check_elf(staged: &Path, source: &Path) -> Result<(), Error> {
     let mut file = File::open(staged).map_err(|e| io_error("opening", staged, e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| io_error("reading the metadata of", staged, e))?
-        .len();
+    let size = file.metadata().map_err(|e| io_error("reading the metadata of", staged, e))?.len();
     let mut prefix = Vec::with_capacity(elf::HEADER_LEN);
     file.by_ref()
         .take(elf::HEADER_LEN as u64)
         .read_to_end(&mut prefix)
         .map_err(|e| io_error("reading", staged, e))?;
     let to_error = |problem: ElfProblem| match problem {
-        ElfProblem::NotElf => Error::NotElf {
-            path: source.to_path_buf(),
-        },
-        ElfProblem::Wrong(reason) => Error::WrongElf {
-            path: source.to_path_buf(),
-            reason,
-        },
-        ElfProblem::Truncated { needed } => Error::Truncated {
-            path: source.to_path_buf(),
-            needed,
-            size,
-        },
+        ElfProblem::NotElf => Error::NotElf { path: source.to_path_buf() },
+        ElfProblem::Wrong(reason) => Error::WrongElf { path: source.to_path_buf(), reason },
+        ElfProblem::Truncated { needed } => {
+            Error::Truncated { path: source.to_path_buf(), needed, size }
+        }
     };
     let headers = elf::check_header(&prefix, size).map_err(to_error)?;
     let mut table = vec![0u8; headers.len() as usize];
-    file.read_exact_at(&mut table, headers.offset)
-        .map_err(|e| io_error("reading", staged, e))?;
+    file.read_exact_at(&mut table, headers.offset).map_err(|e| io_error("reading", staged, e))?;
     elf::check_segments(&table, size).map_err(to_error)
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    Error::Io { action, path: path.to_path_buf(), source }
 }
 
 fn remove_staged(staged: &Path) {

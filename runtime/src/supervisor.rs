@@ -1,0 +1,255 @@
+//! The supervisor: the runtime's thread for timed work. It restarts services whose start
+//! failed (per the restart policy), closes probation windows, rolls back a swapped-in build
+//! that fails its health check, and runs the periodic health checks.
+//!
+//! It is driven by one closed enum of events plus its own timers, holds the runtime only
+//! weakly, and is stopped and joined when the runtime is dropped. The decisions themselves are
+//! the pure functions of [`crate::policy`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use semver::Version;
+
+use crate::events::EventKind;
+use crate::generation::GenerationId;
+use crate::policy::{FailureHistory, RestartDecision, Verdict};
+use crate::probation::Probation;
+use crate::runtime::Shared;
+use crate::{Error, ServiceState};
+
+/// What the supervisor is told.
+#[derive(Debug)]
+pub(crate) enum SupervisorEvent {
+    /// A start failed; apply the restart policy.
+    StartFailed { service: String, version: Version, error: String },
+    /// A start succeeded.
+    Started { service: String },
+    /// A swapped-in build is on probation.
+    Probation { service: String, probation: Arc<Probation> },
+    /// A call closed a probation window with a pass.
+    ProbationPassed { service: String, generation: GenerationId },
+    /// A call decided a rollback but the service was busy: do it here.
+    RollBack { service: String, generation: GenerationId, why: String },
+    /// An operator reset a failed service.
+    Reset { service: String },
+    /// Stop: the runtime is being dropped.
+    Shutdown,
+}
+
+/// Owns the supervisor thread.
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    events: Option<Sender<SupervisorEvent>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    pub fn start(
+        shared: Weak<Shared>,
+        inbox: Receiver<SupervisorEvent>,
+    ) -> Result<Supervisor, Error> {
+        let events = shared.upgrade().map(|s| s.supervisor.clone());
+        let thread = std::thread::Builder::new()
+            .name("graft-supervisor".to_owned())
+            .spawn(move || State::default().run(&shared, &inbox))
+            .map_err(|source| Error::Thread { source })?;
+        Ok(Supervisor { events, thread: Some(thread) })
+    }
+
+    /// Tells the thread to stop and joins it.
+    pub fn stop(&mut self) {
+        if let Some(events) = self.events.take() {
+            let _ = events.send(SupervisorEvent::Shutdown);
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the graft supervisor thread panicked");
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    failures: HashMap<String, FailureHistory>,
+    /// When each running service started, for the restart policy's stable period.
+    running_since: HashMap<String, Instant>,
+    restarts: Vec<(Instant, String)>,
+    probations: Vec<(String, Arc<Probation>)>,
+    next_health: Option<Instant>,
+}
+
+impl State {
+    fn run(mut self, shared: &Weak<Shared>, inbox: &Receiver<SupervisorEvent>) {
+        loop {
+            let now = Instant::now();
+            let Some(runtime) = shared.upgrade() else { return };
+            if self.next_health.is_none() {
+                self.next_health = runtime.config.health_interval.map(|i| now + i);
+            }
+            let next = self.next_due(&runtime);
+            drop(runtime);
+            let event = match next {
+                Some(at) => inbox.recv_deadline(at),
+                None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let Some(runtime) = shared.upgrade() else { return };
+            match event {
+                Ok(SupervisorEvent::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(event) => self.handle(&runtime, event),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.tick(&runtime, Instant::now());
+        }
+    }
+
+    fn next_due(&self, runtime: &Shared) -> Option<Instant> {
+        let restarts = self.restarts.iter().map(|(at, _)| *at);
+        let probations = self.probations.iter().map(|(_, p)| p.started + p.policy.duration);
+        let health = runtime.config.health_interval.and(self.next_health);
+        restarts.chain(probations).chain(health).min()
+    }
+
+    fn handle(&mut self, runtime: &Shared, event: SupervisorEvent) {
+        match event {
+            SupervisorEvent::StartFailed { service, version, error } => {
+                self.running_since.remove(&service);
+                let history = self.failures.entry(service.clone()).or_default();
+                let decision = history.record_failure(Instant::now(), &runtime.config.restart);
+                let attempt = history.consecutive();
+                let retry_in = match decision {
+                    RestartDecision::RestartAfter(delay) => {
+                        self.restarts.push((Instant::now() + delay, service.clone()));
+                        Some(delay)
+                    }
+                    RestartDecision::GiveUp => None,
+                };
+                runtime.hooks.events.emit(
+                    &service,
+                    &version,
+                    EventKind::StartFailed { error: error.clone(), attempt, retry_in },
+                );
+                if retry_in.is_none()
+                    && let Ok(slot) = runtime.slot(&service)
+                {
+                    runtime.fail(
+                        &slot,
+                        &format!("gave up after {attempt} failed starts; last: {error}"),
+                    );
+                }
+            }
+            SupervisorEvent::Started { service } => {
+                self.restarts.retain(|(_, s)| *s != service);
+                self.running_since.insert(service, Instant::now());
+            }
+            SupervisorEvent::Probation { service, probation } => {
+                self.probations.push((service, probation));
+            }
+            SupervisorEvent::ProbationPassed { service, generation } => {
+                self.probations.retain(|(s, p)| !(*s == service && p.generation == generation));
+                if let Ok(slot) = runtime.slot(&service) {
+                    runtime.end_probation(&slot, generation);
+                }
+            }
+            SupervisorEvent::RollBack { service, generation, why } => {
+                if let Ok(slot) = runtime.slot(&service) {
+                    runtime.auto_rollback(&slot, generation, &why, true);
+                }
+            }
+            SupervisorEvent::Reset { service } => {
+                self.failures.remove(&service);
+                self.restarts.retain(|(_, s)| *s != service);
+            }
+            SupervisorEvent::Shutdown => {}
+        }
+    }
+
+    /// Does whatever has come due by `now`.
+    fn tick(&mut self, runtime: &Shared, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.restarts.drain(..).partition(|(at, _)| *at <= now);
+        self.restarts = later;
+        for (_, service) in due {
+            let Ok(slot) = runtime.slot(&service) else { continue };
+            let state = slot.current.load().state();
+            if matches!(state, ServiceState::Stopped | ServiceState::Loaded) {
+                // A failure is reported back through `StartFailed` by `start_one` itself.
+                let _ = runtime.start_one(&slot);
+            }
+        }
+
+        let probations = std::mem::take(&mut self.probations);
+        for (service, probation) in probations {
+            match probation.check(now) {
+                Some(Verdict::Pass) => {
+                    if let Ok(slot) = runtime.slot(&service) {
+                        runtime.end_probation(&slot, probation.generation);
+                    }
+                }
+                Some(Verdict::Fail(why)) => {
+                    if let Ok(slot) = runtime.slot(&service) {
+                        runtime.auto_rollback(&slot, probation.generation, &why, true);
+                    }
+                }
+                // Pending, or decided already by a call: keep it while it is pending.
+                Some(Verdict::Pending) | None => {
+                    if now < probation.started + probation.policy.duration {
+                        self.probations.push((service, probation));
+                    }
+                }
+            }
+        }
+
+        if let (Some(interval), Some(at)) = (runtime.config.health_interval, self.next_health)
+            && at <= now
+        {
+            self.check_health(runtime, now);
+            self.next_health = Some(now + interval);
+        }
+    }
+
+    /// Checks every running service's health; reports changes, rolls back a failing build
+    /// that is still on probation, and lets the failure history of stable services lapse.
+    fn check_health(&mut self, runtime: &Shared, now: Instant) {
+        let slots: Vec<_> = runtime.services.read().values().cloned().collect();
+        for slot in slots {
+            let lease = slot.current.load();
+            if lease.state() != ServiceState::Running {
+                continue;
+            }
+            let Some(generation) = lease.generation().cloned() else { continue };
+            let probation = lease.probation().cloned();
+            drop(lease);
+            if let (Some(since), Some(history)) =
+                (self.running_since.get(&slot.name), self.failures.get_mut(&slot.name))
+            {
+                history.record_running(*since, now, &runtime.config.restart);
+            }
+            let outcome = generation.check_health();
+            let healthy = outcome.is_ok();
+            if slot.healthy.swap(healthy, std::sync::atomic::Ordering::Relaxed) != healthy {
+                let message = outcome.as_ref().err().map(|e| e.to_string());
+                runtime.hooks.events.emit(
+                    &slot.name,
+                    generation.version(),
+                    EventKind::HealthChanged { healthy, message },
+                );
+            }
+            if let (Err(error), Some(probation)) = (outcome, probation)
+                && probation.generation == generation.id()
+                && probation.decide(Verdict::Fail(String::new())).is_some()
+            {
+                runtime.auto_rollback(
+                    &slot,
+                    generation.id(),
+                    &format!("health check failed during probation: {error}"),
+                    true,
+                );
+            }
+        }
+    }
+}
