@@ -1,16 +1,21 @@
 // The greeter service shared by the greeter builds and the fixtures derived from them. Each
 // crate that includes this file defines, before the `include!`:
-//   VERSION (the plugin version, also in every answer), FAIL_CREATE and FAIL_HEALTH.
+//   VERSION (the plugin version, also in every answer), FAIL_CREATE, FAIL_HEALTH,
+//   HEALTHY_CHECKS (`Some(n)`: n health checks pass, every later one fails) and PANIC_EVERY
+//   (`Some(n)`: `greet` panics on every n-th call).
 // Inner doc comments cannot appear in an included file, hence plain comments.
 
 use graft_plugin_api::{Error, Host, Output, Service};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The greeter: answers `greet` with a line that names its version, so callers can tell builds
 /// apart.
 #[derive(Debug)]
 pub struct Greeter {
     host: Host,
+    greetings: AtomicUsize,
+    health_checks: AtomicUsize,
 }
 
 impl Service for Greeter {
@@ -19,7 +24,7 @@ impl Service for Greeter {
             return Err(Error::new(format!("greeter {VERSION} refuses to start")));
         }
         host.info(&format!("greeter {VERSION} created"));
-        Ok(Greeter { host })
+        Ok(Greeter { host, greetings: AtomicUsize::new(0), health_checks: AtomicUsize::new(0) })
     }
 
     fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
@@ -28,6 +33,12 @@ impl Service for Greeter {
             "noop" => Ok(()),
             "version" => Ok(output.write(VERSION.as_bytes())?),
             "greet" => {
+                let n = self.greetings.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(every) = PANIC_EVERY
+                    && n.is_multiple_of(every)
+                {
+                    panic!("greeter {VERSION} panicked on greeting {n}");
+                }
                 let name = std::str::from_utf8(input).map_err(Error::new)?;
                 Ok(output.write(format!("hello, {name} from greeter {VERSION}").as_bytes())?)
             }
@@ -54,6 +65,12 @@ impl Service for Greeter {
     fn health(&self) -> Result<(), Error> {
         if FAIL_HEALTH {
             return Err(Error::new(format!("greeter {VERSION} is unwell")));
+        }
+        let n = self.health_checks.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(healthy) = HEALTHY_CHECKS
+            && n > healthy
+        {
+            return Err(Error::new(format!("greeter {VERSION} fell ill after {healthy} checks")));
         }
         Ok(())
     }

@@ -40,6 +40,21 @@ pub(crate) enum SupervisorEvent {
     Shutdown,
 }
 
+/// Closes a probation window that its calls passed, after one last health check: a window
+/// never passes a build whose health was not checked within it.
+fn pass_probation(runtime: &Shared, service: &str, generation: GenerationId) {
+    let Ok(slot) = runtime.slot(service) else { return };
+    let serving = slot.current.load().generation().filter(|g| g.id() == generation).cloned();
+    let Some(serving) = serving else { return };
+    match serving.check_health() {
+        Ok(()) => runtime.end_probation(&slot, generation),
+        Err(error) => {
+            let why = format!("health check failed at the end of probation: {error}");
+            runtime.auto_rollback(&slot, generation, &why, true);
+        }
+    }
+}
+
 /// Owns the supervisor thread.
 #[derive(Debug)]
 pub(crate) struct Supervisor {
@@ -151,9 +166,7 @@ impl State {
             }
             SupervisorEvent::ProbationPassed { service, generation } => {
                 self.probations.retain(|(s, p)| !(*s == service && p.generation == generation));
-                if let Ok(slot) = runtime.slot(&service) {
-                    runtime.end_probation(&slot, generation);
-                }
+                pass_probation(runtime, &service, generation);
             }
             SupervisorEvent::RollBack { service, generation, why } => {
                 if let Ok(slot) = runtime.slot(&service) {
@@ -185,11 +198,7 @@ impl State {
         let probations = std::mem::take(&mut self.probations);
         for (service, probation) in probations {
             match probation.check(now) {
-                Some(Verdict::Pass) => {
-                    if let Ok(slot) = runtime.slot(&service) {
-                        runtime.end_probation(&slot, probation.generation);
-                    }
-                }
+                Some(Verdict::Pass) => pass_probation(runtime, &service, probation.generation),
                 Some(Verdict::Fail(why)) => {
                     if let Ok(slot) = runtime.slot(&service) {
                         runtime.auto_rollback(&slot, probation.generation, &why, true);

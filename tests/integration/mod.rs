@@ -1,10 +1,13 @@
 //! The integration-test modules and the helpers they share.
 
+mod dependencies;
 mod drain;
 mod events;
+mod lifecycle;
 mod panics;
 mod refusals;
 mod stress;
+mod supervision;
 mod swap;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +36,16 @@ impl Setup {
     /// Copies `fixture`'s library into this test's directory.
     pub fn copy(&self, fixture: Fixture) -> PathBuf {
         graft_tests::copy_to(fixture, self.dir.path(), &fixture.file_name()).expect("fixture")
+    }
+
+    /// Loads `fixture` (a worker template) as service `name`, depending on `dependencies`.
+    pub fn load_as(&self, fixture: Fixture, name: &str, dependencies: &[&str]) {
+        let mut options = graft_runtime::LoadOptions::default().name(name);
+        for dependency in dependencies {
+            options = options.depends_on(*dependency, semver::VersionReq::parse("^1").unwrap());
+        }
+        let path = graft_tests::path(fixture).expect("fixture");
+        self.runtime.load_with(path, options).expect("load");
     }
 
     /// The files in the staging directory.

@@ -37,11 +37,23 @@ pub enum Fixture {
     NoEntry,
     /// A compatible greeter (1.7.0) built with `panic = "abort"`.
     PanicAbort,
+    /// A compatible greeter (1.8.0) that passes its first health check and fails every later one.
+    Sickly,
+    /// A compatible greeter (1.9.0) whose `greet` panics on every fourth call.
+    Flaky,
+    /// The worker template (1.0.0): loaded under many names, relays calls.
+    Worker,
+    /// A worker whose construction waits at the `rendezvous` service for its wave.
+    GatedWorker,
+    /// A service (`crashy`) whose construction always panics.
+    Crashy,
+    /// The `rendezvous` service.
+    Rendezvous,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 9] = [
+    pub const ALL: [Fixture; 15] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -51,6 +63,12 @@ impl Fixture {
         Fixture::BadAbi,
         Fixture::NoEntry,
         Fixture::PanicAbort,
+        Fixture::Sickly,
+        Fixture::Flaky,
+        Fixture::Worker,
+        Fixture::GatedWorker,
+        Fixture::Crashy,
+        Fixture::Rendezvous,
     ];
 
     /// The cargo package that builds it.
@@ -65,6 +83,12 @@ impl Fixture {
             Fixture::BadAbi => "fixture-bad-abi",
             Fixture::NoEntry => "fixture-no-entry",
             Fixture::PanicAbort => "fixture-panic-abort",
+            Fixture::Sickly => "fixture-sickly",
+            Fixture::Flaky => "fixture-flaky",
+            Fixture::Worker => "worker",
+            Fixture::GatedWorker => "fixture-gated-worker",
+            Fixture::Crashy => "fixture-crashy",
+            Fixture::Rendezvous => "fixture-rendezvous",
         }
     }
 
@@ -80,6 +104,11 @@ impl Fixture {
             Fixture::BadAbi => "1.5.0",
             Fixture::NoEntry => "1.6.0",
             Fixture::PanicAbort => "1.7.0",
+            Fixture::Sickly => "1.8.0",
+            Fixture::Flaky => "1.9.0",
+            Fixture::Worker | Fixture::GatedWorker | Fixture::Crashy | Fixture::Rendezvous => {
+                "1.0.0"
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 const VERSION: &str = "1.4.0";
 const FAIL_CREATE: bool = false;
 const FAIL_HEALTH: bool = false;
+const HEALTHY_CHECKS: Option<usize> = None;
+const PANIC_EVERY: Option<usize> = None;
 
 include!("../../shared/greeter.rs");
 
