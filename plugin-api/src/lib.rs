@@ -11,7 +11,7 @@
 //!    crate-type = ["cdylib"]
 //!
 //!    [dependencies]
-//!    graft-plugin-api = "0.1"
+//!    graft-plugin-api = "0.2"
 //!    ```
 //!    Keep the default `panic = "unwind"`: the host refuses a plugin built with
 //!    `panic = "abort"`, whose first panic would take the host process down.
@@ -27,7 +27,13 @@
 //!    code crashes the host.
 //! 5. Log through the [`Host`] handed to `create`, not through a global logger: the plugin has
 //!    its own copy of every global, invisible to the host.
-//! 6. Build it with `cargo build --release` and hand the `.so` to the host.
+//! 6. Reach other services only through [`Host::call`], by name, and declare them in
+//!    `export_service!`'s `dependencies` with a requirement on their interface version. The
+//!    host resolves the name on every call (never keep another service's answer as a handle to
+//!    it), starts this service only once its dependencies run, and waits a bounded time for one
+//!    that is starting or paused. Pass a failed call on with `?`: the caller at the top then
+//!    learns which service and version failed, and through which chain of calls.
+//! 7. Build it with `cargo build --release` and hand the `.so` to the host.
 //!
 //! # Example
 //! A complete plugin:

@@ -1,5 +1,6 @@
 //! The graft demo: greeter 1.0 serves several caller threads, is swapped to 1.1 under load, the
-//! incompatible 2.0 build is refused, and a rollback brings 1.0 back, all without a failed call.
+//! incompatible 2.0 build is refused, a rollback brings 1.0 back, then it is restarted, paused
+//! and resumed, all without a failed call.
 //!
 //! Run it with `cargo run --release -p graft-runtime --example demo`. It builds the greeter
 //! plugins first (through the fixture catalog of `graft-tests`).
@@ -64,6 +65,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("rolled greeter back {} -> {} in {:?}", rollback.from, rollback.to, rollback.took);
 
     thread::sleep(Duration::from_millis(300));
+    let restart = runtime.restart("greeter")?;
+    println!(
+        "restarted greeter {} (a new instance, generation {}) in {:?}",
+        restart.to, restart.generation, restart.took
+    );
+
+    thread::sleep(Duration::from_millis(300));
+    runtime.pause("greeter")?;
+    println!("paused greeter: calls wait");
+    thread::sleep(Duration::from_millis(100));
+    runtime.resume("greeter")?;
+    println!("resumed greeter: the waiting calls proceed");
+
+    thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Release);
     let mut total = Tally::default();
     for caller in callers {
@@ -84,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  swap 1.0.0 -> 1.1.0 took         {:?}", swap.took);
     println!("  rollback 1.1.0 -> 1.0.0 took     {:?}", rollback.took);
     let current = status.current.as_ref().ok_or("greeter has no serving instance")?;
+    println!("  restart took                     {:?}", restart.took);
     println!(
         "  serving greeter {} (generation {}), rollback target {}",
         current.version,

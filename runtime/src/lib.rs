@@ -2,16 +2,26 @@
 //! keeps serving.
 //!
 //! A [`Runtime`] holds services. Each comes from a plugin built against `graft-plugin-api`;
-//! [`Runtime::load`] checks the file, stages a private copy, loads it, checks its ABI and
-//! versions, creates an instance and runs its health check. Callers reach a service through a
-//! [`ServiceHandle`], which reads the serving generation on every call.
+//! [`Runtime::load`] checks the file, stages a private copy, loads it and checks its ABI,
+//! versions and dependencies; [`Runtime::start`] creates an instance, runs its health check and
+//! publishes it. Callers reach a service through a [`ServiceHandle`], which reads the serving
+//! generation on every call.
+//!
+//! Each service has its own lifecycle ([`ServiceState`]): start, stop, restart, pause and resume
+//! act on one service and never touch another's instance. [`Runtime::start_all`] and its kin
+//! work on many services in dependency waves, each wave in parallel. Services call each other
+//! through the host by name; a failure down a chain of calls comes back as
+//! [`Error::DependencyFailed`], naming the failing service, its version and the chain.
 //!
 //! [`Runtime::swap`] replaces a service's build: the new build must pass the same checks plus
 //! the version gate (same service and interface, an interface version that satisfies the
 //! service's requirement, another plugin version). Only then is it published, with one atomic
 //! store. Calls already running finish in the old build, which stays loaded: [`Runtime::rollback`]
 //! publishes it again without touching the disk. Builds that fall out of the history are
-//! unloaded by a background thread once their last call has returned.
+//! unloaded by a background thread once their last call has returned. A swapped-in build serves
+//! a probation window ([`ProbationPolicy`]): if it fails too many calls or its health check, the
+//! runtime rolls it back by itself. A service whose start fails is restarted with a growing
+//! back-off ([`RestartPolicy`]) until it fails too often, and then stays failed until reset.
 //!
 //! ```no_run
 //! use graft_runtime::Runtime;
@@ -33,7 +43,8 @@
 //! ```
 //!
 //! Every operation emits `tracing` events carrying the service and its version (targets
-//! `graft_runtime::*`); plugins' own log lines arrive under the target `graft::plugin`.
+//! `graft_runtime::*`), and typed [`Event`]s to [`Runtime::subscribe`]rs; plugins' own log lines
+//! arrive under the target `graft::plugin`.
 #![deny(missing_docs)]
 
 mod batch;
