@@ -1,6 +1,7 @@
 //! graft's criterion benchmarks: what a call through the runtime costs next to a bare function
-//! pointer call, and what a swap and a rollback cost next to the file copy and `dlopen` no swap
-//! can avoid.
+//! pointer call (and whether that grows with the number of services loaded), what a swap and a
+//! rollback cost next to the file copy and `dlopen` no swap can avoid, and what starting a
+//! dependency graph in parallel waves saves over starting it one service at a time.
 //!
 //! Every number here is meant to be read against its neighbour, not on its own:
 //! - `calls/runtime` ÷ `calls/raw`: the runtime's overhead per call (an `ArcSwap` load, two
@@ -10,12 +11,25 @@
 //! - `calls/runtime_contended` ÷ `calls/runtime`: the same call while another thread calls the
 //!   same service without pause. Calls share nothing but the published lease, so this should
 //!   stay close to 1; a rise means calls started contending on a shared cache line.
+//! - `calls/runtime_1000_services` ÷ `calls/runtime`: the same greeter `noop` through a handle,
+//!   in a runtime that also runs 999 services loaded from the worker template (1000 in all). A
+//!   handle resolves its service once and a call touches only that service's slot, so the call
+//!   cost must not grow with the number of loaded services: target within 10%. The same plugin
+//!   is called on both sides, so that the ratio measures the runtime alone.
 //! - `swap/full` ÷ `swap/baseline_copy_dlopen_dlsym`: a whole swap (stage, ELF checks, `dlopen`,
 //!   descriptor checks, version gate, create, health check, publish) over the floor of copying
 //!   the file, `dlopen`ing it, looking the entry symbol up and closing it again. What lies above
 //!   1 is graft's own work.
 //! - `swap/rollback`, in absolute nanoseconds: republishing a build still loaded, with no disk
 //!   and no `dlopen`. It bounds how fast an operator can back out of a bad swap.
+//! - `lifecycle/start_all_parallel` ÷ `lifecycle/start_all_sequential`: `Runtime::start_all` of
+//!   50 worker services in a 5-level dependency graph (10 per level, `w0-0` to `w4-9`; each
+//!   service of a level depends on two of the level before), so it starts in 5 waves of 10. Each
+//!   start checks the dependencies, creates an instance (about 50 µs of set-up work in the
+//!   worker) and health-checks it. Parallel runs each wave on `concurrency(2)`, sequential on
+//!   `concurrency(1)`; only `start_all` is timed, not building the runtime and loading the 50
+//!   copies before it nor dropping the runtime after. Target on 2 cores: below 1 (0.5 would be
+//!   perfect scaling); at or above 1, the wave threads cost more than they save.
 //!
 //! The fixture plugins are built once, by `graft_tests::path`, before anything is timed.
 
@@ -25,20 +39,32 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use graft_plugin_api::abi::{
     ABI_VERSION, CallFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HostApi, MAGIC, RawBytes, RawStr,
     STATUS_OK, WriteSink,
 };
-use graft_runtime::{Runtime, ServiceHandle};
+use graft_runtime::{LoadOptions, Runtime, ServiceHandle};
 use graft_tests::Fixture;
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use semver::VersionReq;
 use tempfile::TempDir;
 
-/// The method every call benchmark calls: the greeter answers it with nothing.
+/// The method every call benchmark calls: the greeter and the worker answer it with nothing.
 const NOOP: &str = "noop";
+
+/// How many services `calls/runtime_1000_services` runs: the greeter and workers named `s1`
+/// to `s999`.
+const CROWD: usize = 1000;
+
+/// The levels of the `lifecycle` dependency graph: `start_all` starts it in this many waves.
+const LEVELS: usize = 5;
+/// The services of each level, `w<level>-0` to `w<level>-9`.
+const PER_LEVEL: usize = 10;
+/// How many services of the level before each service of a level above 0 depends on.
+const DEPENDENCIES: usize = 2;
 
 criterion_group! {
     name = benches;
@@ -46,11 +72,11 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = calls, swap
+    targets = calls, swap, lifecycle
 }
 criterion_main!(benches);
 
-/// `calls/raw`, `calls/runtime` and `calls/runtime_contended`.
+/// `calls/raw`, `calls/runtime`, `calls/runtime_contended` and `calls/runtime_1000_services`.
 fn calls(c: &mut Criterion) {
     let dir = temp_dir();
     let copy = graft_tests::copy_to(Fixture::Greeter1_0, dir.path(), "raw-greeter.so")
@@ -102,7 +128,36 @@ fn calls(c: &mut Criterion) {
     let contending_calls = contender.stop();
     eprintln!("calls/runtime_contended: the contending thread made {contending_calls} calls");
 
+    // Built only now, so that the benchmarks above run beside one service, and configured like
+    // the greeter's runtime, so that the number of services is the only difference.
+    let crowd = Runtime::builder().build().expect("building a runtime");
+    let worker = fixture(Fixture::Worker);
+    let loading = Instant::now();
+    crowd.load(fixture(Fixture::Greeter1_0)).expect("loading greeter 1.0");
+    for index in 1..CROWD {
+        let name = format!("s{index}");
+        if let Err(error) = crowd.load_with(&worker, LoadOptions::default().name(name.as_str())) {
+            panic!("loading the worker as {name} ({index} of {CROWD} already loaded): {error}");
+        }
+    }
+    let loaded = loading.elapsed();
+    let report = crowd.start_all().expect("starting the 1000 workers");
+    assert!(report.succeeded(), "{report}");
+    eprintln!(
+        "calls/runtime_1000_services: loaded {CROWD} workers in {loaded:?}, started them in {:?}",
+        loading.elapsed() - loaded
+    );
+    let crowd_handle = crowd.handle("greeter").expect("a handle to the greeter");
+    assert_eq!(crowd_handle.call_to_vec(NOOP, &[]).expect("a noop call"), b"");
+
+    group.bench_function("runtime_1000_services", |b| {
+        let mut output = Vec::new();
+        b.iter(|| crowd_handle.call(NOOP, &[], &mut output).is_ok());
+        assert!(output.is_empty(), "noop wrote something");
+    });
+
     group.finish();
+    drop(crowd);
     drop(raw);
 }
 
@@ -164,6 +219,70 @@ fn swap(c: &mut Criterion) {
     drop(runtime);
 
     group.finish();
+}
+
+/// `lifecycle/start_all_parallel` and `lifecycle/start_all_sequential`.
+fn lifecycle(c: &mut Criterion) {
+    let worker = fixture(Fixture::Worker);
+    // Every runtime of the group stages its copies here; each removes its own when dropped.
+    let staging = temp_dir();
+
+    let mut group = c.benchmark_group("lifecycle");
+    // An iteration loads 50 libraries before the timed `start_all` and unloads them after: few
+    // iterations fit, and each takes long enough for every sample to hold the same count.
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(4));
+
+    for (id, concurrency) in [("start_all_parallel", 2), ("start_all_sequential", 1)] {
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let runtime = load_graph(&worker, staging.path(), concurrency);
+                    let began = Instant::now();
+                    let report = runtime.start_all();
+                    timed += began.elapsed();
+                    let report = report.expect("starting the dependency graph");
+                    assert!(report.succeeded(), "{report}");
+                    assert_eq!(report.waves.len(), LEVELS, "the graph did not start in waves");
+                    drop(runtime);
+                }
+                timed
+            });
+        });
+    }
+
+    group.finish();
+}
+
+/// A runtime running each wave on `concurrency` threads, without periodic health checks, holding
+/// the `lifecycle` graph: the worker loaded as `w<level>-<index>` for every level and index, each
+/// service of a level above 0 depending on `DEPENDENCIES` consecutive services (wrapping around)
+/// of the level before. Nothing is started.
+fn load_graph(worker: &Path, staging: &Path, concurrency: usize) -> Runtime {
+    let runtime = Runtime::builder()
+        .concurrency(concurrency)
+        .health_interval(None)
+        .staging_dir(staging)
+        .build()
+        .expect("building a runtime");
+    let requirement = VersionReq::parse("^1").expect("a valid version requirement");
+    for level in 0..LEVELS {
+        for index in 0..PER_LEVEL {
+            let mut options = LoadOptions::default().name(format!("w{level}-{index}"));
+            if level > 0 {
+                for offset in 0..DEPENDENCIES {
+                    let dependency = format!("w{}-{}", level - 1, (index + offset) % PER_LEVEL);
+                    options = options.depends_on(dependency, requirement.clone());
+                }
+            }
+            if let Err(error) = runtime.load_with(worker, options) {
+                panic!("loading the worker as w{level}-{index}: {error}");
+            }
+        }
+    }
+    runtime
 }
 
 /// A greeter 1.0 instance made by hand from its library, with no runtime in between.

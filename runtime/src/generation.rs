@@ -547,12 +547,18 @@ impl Gate {
         self.opened.notify_all();
     }
 
-    /// Waits until the gate opens or `deadline` passes; true if it opened.
-    pub fn wait(&self, deadline: Instant) -> bool {
+    /// Waits until the gate opens or `deadline` passes (`None`: no deadline); true if it
+    /// opened.
+    pub fn wait(&self, deadline: Option<Instant>) -> bool {
         let mut open = self.open.lock();
         while !*open {
-            if self.opened.wait_until(&mut open, deadline).timed_out() {
-                return *open;
+            match deadline {
+                Some(deadline) => {
+                    if self.opened.wait_until(&mut open, deadline).timed_out() {
+                        return *open;
+                    }
+                }
+                None => self.opened.wait(&mut open),
             }
         }
         true

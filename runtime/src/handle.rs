@@ -121,7 +121,17 @@ pub(crate) fn call_between(
     output: &mut Vec<u8>,
 ) -> Result<(), Error> {
     let start = Instant::now();
-    let deadline = start + shared.config.call_deadline;
+    // `None`: a deadline too far to represent, which never comes.
+    let deadline = start.checked_add(shared.config.call_deadline);
+    if Creating::is_creating(shared.id, service) {
+        // The service is being created on this very thread (its `create` calls itself): waiting
+        // for it to start would wait for ourselves.
+        return Err(Error::NotReady {
+            service: service.to_owned(),
+            state: Some(ServiceState::Starting),
+            waited: Duration::ZERO,
+        });
+    }
     let mut backoff = Duration::from_millis(1);
     loop {
         let slot = shared.services.read().get(service).cloned();
@@ -147,22 +157,57 @@ pub(crate) fn call_between(
             }
         }
         let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        if left.is_zero() {
             return Err(Error::NotReady {
                 service: service.to_owned(),
                 state,
                 waited: now - start,
             });
         }
-        std::thread::sleep(backoff.min(deadline - now));
+        std::thread::sleep(backoff.min(left));
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-fn deadline(slot: &Slot) -> (Instant, Instant) {
+fn deadline(slot: &Slot) -> (Instant, Option<Instant>) {
     let start = Instant::now();
     let wait = slot.shared.upgrade().map_or(Duration::ZERO, |shared| shared.config.call_deadline);
-    (start, start + wait)
+    (start, start.checked_add(wait))
+}
+
+/// Marks, on the current thread, a service whose instance is being created: a call from its own
+/// `create` to itself fails at once instead of waiting for a start that waits for it.
+pub(crate) struct Creating {
+    key: (u64, String),
+}
+
+thread_local! {
+    static CREATING: std::cell::RefCell<Vec<(u64, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Creating {
+    pub fn enter(runtime: u64, service: &str) -> Creating {
+        let key = (runtime, service.to_owned());
+        CREATING.with(|c| c.borrow_mut().push(key.clone()));
+        Creating { key }
+    }
+
+    fn is_creating(runtime: u64, service: &str) -> bool {
+        CREATING.with(|c| c.borrow().iter().any(|(r, s)| *r == runtime && s == service))
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        CREATING.with(|c| {
+            let mut creating = c.borrow_mut();
+            if let Some(at) = creating.iter().rposition(|k| *k == self.key) {
+                creating.remove(at);
+            }
+        });
+    }
 }
 
 /// Counts a call in a probation window, and acts on the verdict it decides.

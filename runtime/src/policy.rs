@@ -7,7 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How a service whose start (or one of its calls) panicked is restarted, in the manner of
+/// How a service whose start failed (its `create` or its first health check returned an error
+/// or panicked) is restarted, in the manner of
 /// systemd's `Restart=` with a `RestartSec=` that grows exponentially, bounded by
 /// `StartLimitBurst=` and `StartLimitIntervalSec=`.
 ///

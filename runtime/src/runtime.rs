@@ -51,7 +51,7 @@ pub enum ServiceState {
     Running,
     /// Calls wait until it is resumed; calls already running finish.
     Paused,
-    /// Stopped: calls fail at once with [`Error::Stopped`]; it can be started again.
+    /// Stopped: the host's calls fail at once with [`Error::Stopped`]; it can be started again.
     Stopped,
     /// Its restart policy gave up on it; it stays failed until [`Runtime::reset`].
     Failed,
@@ -184,10 +184,11 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Checks every running service's health at this interval (default 1 s); `None` disables
-    /// periodic checks.
+    /// Checks every running service's health at this interval (default 1 s, at least 1 ms);
+    /// `None` disables periodic checks.
     pub fn health_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.health_interval = interval;
+        // A zero interval would keep the supervisor spinning; a millisecond is the floor.
+        self.config.health_interval = interval.map(|i| i.max(Duration::from_millis(1)));
         self
     }
 
@@ -255,6 +256,7 @@ impl RuntimeBuilder {
             hooks: Hooks { reaper: reaper.sender(), events },
             supervisor: supervisor_events,
             staging,
+            dependency_lock: Mutex::new(()),
         });
         let supervisor = Supervisor::start(Arc::downgrade(&shared), supervisor_inbox)?;
         Ok(Runtime { supervisor, shared, _reaper: reaper, _temp: temp })
@@ -296,6 +298,10 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) supervisor: crossbeam_channel::Sender<SupervisorEvent>,
     staging: PathBuf,
+    /// Held while a start, a stop or a swap checks other services' states and publishes its
+    /// own, so that two such checks never interleave (a dependency stopping while a dependent
+    /// starts). Taken after a control lock, never before one, and never held across plugin code.
+    dependency_lock: Mutex<()>,
 }
 
 /// One service: the lease callers read, and the control state operations change.
@@ -308,6 +314,9 @@ pub(crate) struct Slot {
     pub(crate) dependencies: ArcSwap<Vec<Dependency>>,
     /// The last outcome of a periodic health check.
     pub(crate) healthy: AtomicBool,
+    /// What `status` reports besides the state, refreshed by every operation, so that reading it
+    /// never waits for one.
+    info: ArcSwap<SlotInfo>,
     pub(crate) shared: Weak<Shared>,
     /// Held for the whole of an operation on this service, so two never interleave.
     control: Mutex<Control>,
@@ -330,11 +339,47 @@ struct Control {
     requirement: VersionReq,
     /// Extra dependencies the host gave at load; they apply to every build of the service.
     host_dependencies: Vec<Dependency>,
+    /// Whether an operator wants it running: set by start, cleared by stop. An automatic
+    /// restart after a failed start happens only while it is set.
+    wants_running: bool,
+    /// The probation window of the serving generation, while one is open.
+    probation: Option<Arc<Probation>>,
+}
+
+/// The part of a service's status that only operations change.
+#[derive(Debug)]
+struct SlotInfo {
+    version: Version,
+    interface: String,
+    requirement: VersionReq,
+    dependencies: Vec<Dependency>,
+    current: Option<GenerationStatus>,
+    history: Vec<GenerationStatus>,
+}
+
+impl SlotInfo {
+    fn of(control: &Control) -> SlotInfo {
+        SlotInfo {
+            version: control.plugin.info().plugin_version.clone(),
+            interface: control.interface.clone(),
+            requirement: control.requirement.clone(),
+            dependencies: control.dependencies.to_vec(),
+            current: control.serving.as_deref().map(GenerationStatus::of),
+            history: control.history.iter().map(|(g, _)| GenerationStatus::of(g)).collect(),
+        }
+    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.supervisor.stop();
+        // Tear the services down here, on the thread that drops the runtime: a plugin's call to
+        // another service may hold the shared state a little longer, and must not be the one
+        // that destroys every instance. Generations with calls in flight are destroyed when
+        // those calls return.
+        let services: Vec<Arc<Slot>> =
+            self.shared.services.write().drain().map(|(_, s)| s).collect();
+        drop(services);
     }
 }
 
@@ -390,10 +435,12 @@ impl Runtime {
     /// Refused with [`Error::DependencyNotRunning`] or [`Error::DependencyMismatch`] unless
     /// every dependency runs at a satisfying interface version; see
     /// [`Runtime::start_with_dependencies`]. Starting a running or paused service does nothing.
-    /// A failed start is handed to the restart policy.
+    /// A start that fails in the plugin (`create` or the health check) is handed to the restart
+    /// policy, which retries it until a stop; a refused start (a dependency) is not retried.
+    /// A panic inside a later call does not restart the service: it is contained to that call.
     pub fn start(&self, service: &str) -> Result<(), Error> {
         let slot = self.shared.slot(service)?;
-        self.shared.start_one(&slot)
+        self.shared.start_one(&slot, false)
     }
 
     /// Starts `service` and, first, everything it depends on that is not running, in
@@ -404,17 +451,15 @@ impl Runtime {
         self.shared.start_set(&names)
     }
 
-    /// Stops `service`: new calls fail at once with [`Error::Stopped`], running calls are given
-    /// the stop deadline to return, then the instance is destroyed.
+    /// Stops `service`: new calls from the host fail at once with [`Error::Stopped`] (calls from
+    /// other services retry until the call deadline, as for any service that is not running),
+    /// running calls are given the stop deadline to return, then the instance is destroyed. A
+    /// restart the restart policy had scheduled is cancelled.
     ///
     /// Refused with [`Error::DependentsRunning`] while services that depend on it run; see
     /// [`Runtime::stop_cascade`].
     pub fn stop(&self, service: &str) -> Result<StopReport, Error> {
         let slot = self.shared.slot(service)?;
-        let dependents = self.shared.running_dependents(service);
-        if !dependents.is_empty() {
-            return Err(Error::DependentsRunning { service: service.to_owned(), dependents });
-        }
         self.shared.stop_one(&slot)
     }
 
@@ -456,7 +501,9 @@ impl Runtime {
     }
 
     /// Starts every loaded service that is not running, in dependency waves, each wave in
-    /// parallel under the concurrency limit. A failure stops the later waves.
+    /// parallel under the concurrency limit. A service that fails to start, or is failed and
+    /// not reset, fails the batch: the later waves are skipped, and the error's report says
+    /// what happened to each service.
     pub fn start_all(&self) -> Result<crate::BatchReport, Error> {
         let names: Vec<String> = self.shared.services.read().keys().cloned().collect();
         self.shared.start_set(&names)
@@ -583,7 +630,10 @@ impl Shared {
         let info = plugin.info().clone();
         let name = options.name.clone().unwrap_or_else(|| info.service.clone());
         if let Ok(existing) = self.slot(&name) {
-            return Err(Error::AlreadyLoaded { service: name, version: existing.version() });
+            return Err(Error::AlreadyLoaded {
+                service: name,
+                version: existing.info.load().version.clone(),
+            });
         }
         let requirement = match self.requirements.get(&name) {
             Some(requirement) => requirement.clone(),
@@ -591,27 +641,34 @@ impl Shared {
         };
         gate::check_load(&info, &requirement).inspect_err(refused(None))?;
         let dependencies = Arc::new(merge(&plugin, &options.dependencies));
+        let control = Control {
+            plugin: Arc::new(plugin),
+            dependencies: Arc::clone(&dependencies),
+            serving: None,
+            pause_gate: None,
+            history: VecDeque::new(),
+            interface: info.interface.clone(),
+            requirement,
+            host_dependencies: options.dependencies,
+            wants_running: false,
+            probation: None,
+        };
         let slot = Arc::new(Slot {
             name: name.clone(),
             current: ArcSwap::from_pointee(Lease::closed(ServiceState::Loaded)),
             dependencies: ArcSwap::new(Arc::clone(&dependencies)),
             healthy: AtomicBool::new(true),
+            info: ArcSwap::from_pointee(SlotInfo::of(&control)),
             shared: self.me.clone(),
-            control: Mutex::new(Control {
-                plugin: Arc::new(plugin),
-                dependencies: Arc::clone(&dependencies),
-                serving: None,
-                pause_gate: None,
-                history: VecDeque::new(),
-                interface: info.interface.clone(),
-                requirement,
-                host_dependencies: options.dependencies,
-            }),
+            control: Mutex::new(control),
         });
         {
             let mut services = self.services.write();
             if let Some(existing) = services.get(&name) {
-                return Err(Error::AlreadyLoaded { service: name, version: existing.version() });
+                // Read without any lock: a control lock taken under this write lock could wait
+                // for an operation that itself waits for a read lock here.
+                let version = existing.info.load().version.clone();
+                return Err(Error::AlreadyLoaded { service: name, version });
             }
             // Under the write lock, so that two loads cannot each miss the other's edges.
             let mut nodes: Vec<(String, Vec<String>)> = services
@@ -645,6 +702,7 @@ impl Shared {
 
     /// Creates and health-checks an instance of `plugin` serving as `service`.
     fn instantiate(&self, service: &str, plugin: &Arc<Plugin>) -> Result<Arc<Generation>, Error> {
+        let _creating = crate::handle::Creating::enter(self.id, service);
         let id = GenerationId(self.next_generation.fetch_add(1, Ordering::Relaxed));
         let version = plugin.info().plugin_version.to_string();
         let host = host_api(self.id, &self.me, service, &version);
@@ -707,7 +765,9 @@ impl Shared {
         dependents
     }
 
-    pub(crate) fn start_one(&self, slot: &Slot) -> Result<(), Error> {
+    /// Starts `slot`. With `automatic` (the supervisor's restart after a failure), only if an
+    /// operator still wants it running: a stop since the failure cancels the restart.
+    pub(crate) fn start_one(&self, slot: &Slot, automatic: bool) -> Result<(), Error> {
         let mut control = slot.control.lock();
         let previous = slot.current.load().state();
         match previous {
@@ -721,9 +781,17 @@ impl Shared {
             }
             ServiceState::Loaded | ServiceState::Stopped => {}
         }
-        self.check_dependencies(&slot.name, &control.dependencies)?;
+        if automatic && !control.wants_running {
+            return Ok(());
+        }
+        control.wants_running = true;
         let gate = Gate::new();
-        slot.current.store(Arc::new(Lease::starting(Arc::clone(&gate))));
+        {
+            // Checked and published as one step: a stop of a dependency cannot slip in between.
+            let _dependencies = self.dependency_lock.lock();
+            self.check_dependencies(&slot.name, &control.dependencies)?;
+            slot.current.store(Arc::new(Lease::starting(Arc::clone(&gate))));
+        }
         let result = self.instantiate(&slot.name, &control.plugin);
         let outcome = match result {
             Ok(generation) => {
@@ -731,7 +799,9 @@ impl Shared {
                 let id = generation.id();
                 slot.current.store(Arc::new(Lease::serving(Arc::clone(&generation), None)));
                 control.serving = Some(generation);
+                control.probation = None;
                 slot.healthy.store(true, Ordering::Relaxed);
+                slot.refresh(&control);
                 tracing::info!(service = %slot.name, version = %version, generation = %id, "service started");
                 self.hooks.events.emit(&slot.name, &version, EventKind::Started { generation: id });
                 let _ =
@@ -740,10 +810,11 @@ impl Shared {
             }
             Err(error) => {
                 slot.current.store(Arc::new(Lease::closed(previous)));
-                tracing::warn!(service = %slot.name, version = %control.plugin.info().plugin_version, %error, "start failed");
+                let version = control.plugin.info().plugin_version.clone();
+                tracing::warn!(service = %slot.name, version = %version, %error, "start failed");
                 let _ = self.supervisor.send(SupervisorEvent::StartFailed {
                     service: slot.name.clone(),
-                    version: control.plugin.info().plugin_version.clone(),
+                    version,
                     error: error.to_string(),
                 });
                 Err(error)
@@ -754,23 +825,44 @@ impl Shared {
         outcome
     }
 
+    /// Stops `slot`, unless services that depend on it run (those of a cascade are stopped in
+    /// an earlier wave). The control lock is released before the wait for running calls, so
+    /// nothing that needs it (the supervisor, another operation) can hold the drain up.
     pub(crate) fn stop_one(&self, slot: &Slot) -> Result<StopReport, Error> {
+        let started = Instant::now();
         let mut control = slot.control.lock();
+        control.wants_running = false;
+        let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
         let state = slot.current.load().state();
+        if control.serving.is_none() {
+            return Ok(StopReport { service: slot.name.clone(), state, drained: true });
+        }
+        {
+            let _dependencies = self.dependency_lock.lock();
+            let dependents = self.running_dependents(&slot.name);
+            if !dependents.is_empty() {
+                return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
+            }
+            slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        }
         let Some(serving) = control.serving.take() else {
             return Ok(StopReport { service: slot.name.clone(), state, drained: true });
         };
-        let version = serving.version().clone();
-        slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        control.probation = None;
         if let Some(gate) = control.pause_gate.take() {
             // Paused calls wake up, see the service stopped and fail at once.
             gate.open();
         }
+        slot.refresh(&control);
+        drop(control);
+        let version = serving.version().clone();
         let watch = serving.watch();
         serving.retire();
-        let drained = watch.wait_unloaded(self.config.stop_deadline).is_ok();
+        let deadline = self.config.stop_deadline;
+        let drained = watch.wait_drained(deadline).is_ok()
+            && watch.wait_unloaded(deadline.saturating_sub(started.elapsed())).is_ok();
         if !drained {
-            tracing::warn!(service = %slot.name, version = %version, deadline = ?self.config.stop_deadline,
+            tracing::warn!(service = %slot.name, version = %version, deadline = ?deadline,
                 "stop deadline passed with calls still running; the instance is destroyed when they return");
         }
         tracing::info!(service = %slot.name, version = %version, drained, "service stopped");
@@ -792,12 +884,22 @@ impl Shared {
         let generation = self.instantiate(&slot.name, &control.plugin)?;
         let version = generation.version().clone();
         let id = generation.id();
+        // A restart during probation opens a new window for the new instance of the same build.
+        let probation = control.probation.as_ref().and_then(|_| self.probation_for(&generation));
         let lease = match &control.pause_gate {
             Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
-            None => Lease::serving(Arc::clone(&generation), None),
+            None => Lease::serving(Arc::clone(&generation), probation.clone()),
         };
         slot.current.store(Arc::new(lease));
         control.serving = Some(generation);
+        control.probation = probation.clone();
+        slot.refresh(&control);
+        drop(control);
+        if let Some(probation) = probation {
+            let _ = self
+                .supervisor
+                .send(SupervisorEvent::Probation { service: slot.name.clone(), probation });
+        }
         let watch = old.watch();
         old.retire();
         tracing::info!(service = %slot.name, version = %version, generation = %id, "service restarted");
@@ -842,7 +944,9 @@ impl Shared {
                 state,
             });
         };
-        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+        // A window still open when the service was paused goes on counting.
+        let probation = control.probation.clone();
+        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), probation)));
         gate.open();
         tracing::info!(service = %slot.name, version = %serving.version(), "service resumed");
         self.hooks.events.emit(&slot.name, serving.version(), EventKind::Resumed);
@@ -868,7 +972,7 @@ impl Shared {
     pub(crate) fn fail(&self, slot: &Slot, reason: &str) {
         let control = slot.control.lock();
         let state = slot.current.load().state();
-        if state.is_up() || state == ServiceState::Failed {
+        if state.is_up() || state == ServiceState::Failed || !control.wants_running {
             return;
         }
         slot.current.store(Arc::new(Lease::closed(ServiceState::Failed)));
@@ -900,17 +1004,22 @@ impl Shared {
         gate::check_swap(&template, &control.interface, &control.requirement, &from, plugin.info())
             .map_err(|e| rename(e, &template, &slot.name))
             .inspect_err(&refusal)?;
-        self.check_dependents(&slot.name, &plugin.info().interface_version)
-            .inspect_err(&refusal)?;
         let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
-        self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+        let interface_version = plugin.info().interface_version.clone();
         let plugin = Arc::new(plugin);
         let generation = self.instantiate(&slot.name, &plugin).inspect_err(&refusal)?;
-        drop(refusal);
         let probation = self.probation_for(&generation);
-        let previous =
-            self.publish(slot, &mut control, generation, dependencies, probation.clone());
+        let previous = {
+            // Checked and published as one step: no dependent can start, and no dependency
+            // stop, between the checks and the publication.
+            let _dependencies = self.dependency_lock.lock();
+            self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
+            self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+            self.publish(slot, &mut control, generation, dependencies, probation.clone())
+        };
+        drop(refusal);
         control.plugin = plugin;
+        slot.refresh(&control);
         let to =
             control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
         let id = control.serving.as_ref().map_or(GenerationId(0), |g| g.id());
@@ -963,7 +1072,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Rolls `slot` back; the caller holds its control lock.
+    /// Rolls `slot` back; the caller holds its control lock. A paused service stays paused.
     fn rollback_locked(
         &self,
         slot: &Slot,
@@ -972,8 +1081,7 @@ impl Shared {
     ) -> Result<SwapReport, Error> {
         let started = Instant::now();
         let state = slot.current.load().state();
-        let Some(serving) = control.serving.clone().filter(|_| state == ServiceState::Running)
-        else {
+        let Some(serving) = control.serving.clone().filter(|_| state.is_up()) else {
             return Err(Error::InvalidState {
                 service: slot.name.clone(),
                 operation: "roll back",
@@ -989,6 +1097,7 @@ impl Shared {
         let plugin = Arc::clone(target.plugin());
         let previous = self.publish(slot, control, target, dependencies, None);
         control.plugin = plugin;
+        slot.refresh(control);
         let took = started.elapsed();
         match &reason {
             RollbackReason::Manual => {
@@ -1040,16 +1149,15 @@ impl Shared {
 
     /// Republishes `service`'s `generation` without probation once its window passed.
     pub(crate) fn end_probation(&self, slot: &Slot, generation: GenerationId) {
-        let control = slot.control.lock();
-        let lease = slot.current.load();
-        let current =
-            lease.generation().filter(|g| g.id() == generation && lease.probation().is_some());
-        let (Some(serving), ServiceState::Running) = (current, lease.state()) else {
+        let mut control = slot.control.lock();
+        let open = control.probation.as_ref().is_some_and(|p| p.generation == generation);
+        let Some(serving) = control.serving.clone().filter(|g| g.id() == generation && open) else {
             return;
         };
-        let serving = Arc::clone(serving);
-        drop(lease);
-        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+        control.probation = None;
+        if control.pause_gate.is_none() {
+            slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+        }
         drop(control);
         tracing::info!(service = %slot.name, version = %serving.version(), generation = %generation, "probation passed");
         self.hooks.events.emit(
@@ -1059,8 +1167,9 @@ impl Shared {
         );
     }
 
-    /// Publishes `generation` for `slot`, pushes the one it replaces onto the history and
-    /// retires what falls off the end of it. Returns a watch on the replaced generation.
+    /// Publishes `generation` for `slot` (paused if the service is paused), pushes the one it
+    /// replaces onto the history and retires what falls off the end of it. Returns a watch on
+    /// the replaced generation.
     fn publish(
         &self,
         slot: &Slot,
@@ -1069,7 +1178,12 @@ impl Shared {
         dependencies: Arc<Vec<Dependency>>,
         probation: Option<Arc<Probation>>,
     ) -> GenerationWatch {
-        slot.current.store(Arc::new(Lease::serving(Arc::clone(&generation), probation)));
+        let lease = match &control.pause_gate {
+            Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
+            None => Lease::serving(Arc::clone(&generation), probation.clone()),
+        };
+        slot.current.store(Arc::new(lease));
+        control.probation = probation;
         slot.dependencies.store(Arc::clone(&dependencies));
         let old_dependencies = std::mem::replace(&mut control.dependencies, dependencies);
         let old = control.serving.replace(generation);
@@ -1088,7 +1202,7 @@ impl Shared {
     }
 
     fn start_set(&self, names: &[String]) -> Result<crate::BatchReport, Error> {
-        self.run_set("start", names, false, |shared, slot| shared.start_one(slot))
+        self.run_set("start", names, false, |shared, slot| shared.start_one(slot, false))
     }
 
     fn stop_set(&self, names: &[String]) -> Result<crate::BatchReport, Error> {
@@ -1161,26 +1275,22 @@ fn refused<'a>(serving: Option<(&'a str, &'a Version)>) -> impl Fn(&Error) + 'a 
 }
 
 impl Slot {
-    /// The version published now, or the loaded build's when nothing is published; read
-    /// without waiting for an operation when something is published.
-    fn version(&self) -> Version {
-        match self.current.load().generation() {
-            Some(generation) => generation.version().clone(),
-            None => self.control.lock().plugin.info().plugin_version.clone(),
-        }
+    /// Stores what `status` reports, after an operation changed `control`.
+    fn refresh(&self, control: &Control) {
+        self.info.store(Arc::new(SlotInfo::of(control)));
     }
 
     fn status(&self) -> ServiceStatus {
-        let control = self.control.lock();
+        let info = self.info.load();
         ServiceStatus {
             service: self.name.clone(),
             state: self.current.load().state(),
-            version: control.plugin.info().plugin_version.clone(),
-            interface: control.interface.clone(),
-            requirement: control.requirement.clone(),
-            dependencies: control.dependencies.to_vec(),
-            current: control.serving.as_deref().map(GenerationStatus::of),
-            history: control.history.iter().map(|(g, _)| GenerationStatus::of(g)).collect(),
+            version: info.version.clone(),
+            interface: info.interface.clone(),
+            requirement: info.requirement.clone(),
+            dependencies: info.dependencies.clone(),
+            current: info.current.clone(),
+            history: info.history.clone(),
             healthy: self.healthy.load(Ordering::Relaxed),
         }
     }

@@ -36,6 +36,8 @@ pub(crate) enum SupervisorEvent {
     RollBack { service: String, generation: GenerationId, why: String },
     /// An operator reset a failed service.
     Reset { service: String },
+    /// An operator stopped a service: cancel its pending restart.
+    Stopped { service: String },
     /// Stop: the runtime is being dropped.
     Shutdown,
 }
@@ -46,7 +48,11 @@ fn pass_probation(runtime: &Shared, service: &str, generation: GenerationId) {
     let Ok(slot) = runtime.slot(service) else { return };
     let serving = slot.current.load().generation().filter(|g| g.id() == generation).cloned();
     let Some(serving) = serving else { return };
-    match serving.check_health() {
+    let health = serving.check_health();
+    // Let go of the instance before taking the service's lock: a stop holding that lock may be
+    // waiting for this very instance to be released.
+    drop(serving);
+    match health {
         Ok(()) => runtime.end_probation(&slot, generation),
         Err(error) => {
             let why = format!("health check failed at the end of probation: {error}");
@@ -104,7 +110,7 @@ impl State {
             let now = Instant::now();
             let Some(runtime) = shared.upgrade() else { return };
             if self.next_health.is_none() {
-                self.next_health = runtime.config.health_interval.map(|i| now + i);
+                self.next_health = runtime.config.health_interval.and_then(|i| now.checked_add(i));
             }
             let next = self.next_due(&runtime);
             drop(runtime);
@@ -124,7 +130,8 @@ impl State {
 
     fn next_due(&self, runtime: &Shared) -> Option<Instant> {
         let restarts = self.restarts.iter().map(|(at, _)| *at);
-        let probations = self.probations.iter().map(|(_, p)| p.started + p.policy.duration);
+        let probations =
+            self.probations.iter().filter_map(|(_, p)| p.started.checked_add(p.policy.duration));
         let health = runtime.config.health_interval.and(self.next_health);
         restarts.chain(probations).chain(health).min()
     }
@@ -138,7 +145,10 @@ impl State {
                 let attempt = history.consecutive();
                 let retry_in = match decision {
                     RestartDecision::RestartAfter(delay) => {
-                        self.restarts.push((Instant::now() + delay, service.clone()));
+                        // A delay too long to represent is a restart that never comes.
+                        if let Some(at) = Instant::now().checked_add(delay) {
+                            self.restarts.push((at, service.clone()));
+                        }
                         Some(delay)
                     }
                     RestartDecision::GiveUp => None,
@@ -162,6 +172,8 @@ impl State {
                 self.running_since.insert(service, Instant::now());
             }
             SupervisorEvent::Probation { service, probation } => {
+                // A service has at most one window open: a newer swap supersedes the older one.
+                self.probations.retain(|(s, _)| *s != service);
                 self.probations.push((service, probation));
             }
             SupervisorEvent::ProbationPassed { service, generation } => {
@@ -177,6 +189,10 @@ impl State {
                 self.failures.remove(&service);
                 self.restarts.retain(|(_, s)| *s != service);
             }
+            SupervisorEvent::Stopped { service } => {
+                self.restarts.retain(|(_, s)| *s != service);
+                self.running_since.remove(&service);
+            }
             SupervisorEvent::Shutdown => {}
         }
     }
@@ -191,12 +207,20 @@ impl State {
             let state = slot.current.load().state();
             if matches!(state, ServiceState::Stopped | ServiceState::Loaded) {
                 // A failure is reported back through `StartFailed` by `start_one` itself.
-                let _ = runtime.start_one(&slot);
+                let _ = runtime.start_one(&slot, true);
             }
         }
 
         let probations = std::mem::take(&mut self.probations);
         for (service, probation) in probations {
+            // A window whose lease is no longer published (rolled back, swapped again, stopped)
+            // has nothing left to judge.
+            let published = runtime.slot(&service).is_ok_and(|slot| {
+                slot.current.load().probation().is_some_and(|p| Arc::ptr_eq(p, &probation))
+            });
+            if !published {
+                continue;
+            }
             match probation.check(now) {
                 Some(Verdict::Pass) => pass_probation(runtime, &service, probation.generation),
                 Some(Verdict::Fail(why)) => {
@@ -206,7 +230,8 @@ impl State {
                 }
                 // Pending, or decided already by a call: keep it while it is pending.
                 Some(Verdict::Pending) | None => {
-                    if now < probation.started + probation.policy.duration {
+                    let ends = probation.started.checked_add(probation.policy.duration);
+                    if ends.is_none_or(|ends| now < ends) {
                         self.probations.push((service, probation));
                     }
                 }
@@ -217,7 +242,7 @@ impl State {
             && at <= now
         {
             self.check_health(runtime, now);
-            self.next_health = Some(now + interval);
+            self.next_health = now.checked_add(interval);
         }
     }
 
@@ -248,13 +273,16 @@ impl State {
                     EventKind::HealthChanged { healthy, message },
                 );
             }
+            let id = generation.id();
+            // As in `pass_probation`: no reference to the instance while taking a lock.
+            drop(generation);
             if let (Err(error), Some(probation)) = (outcome, probation)
-                && probation.generation == generation.id()
+                && probation.generation == id
                 && probation.decide(Verdict::Fail(String::new())).is_some()
             {
                 runtime.auto_rollback(
                     &slot,
-                    generation.id(),
+                    id,
                     &format!("health check failed during probation: {error}"),
                     true,
                 );

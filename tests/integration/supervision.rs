@@ -151,3 +151,77 @@ fn a_crash_loop_backs_off_then_fails_and_stays_failed_until_reset() {
         "the reset cleared the count"
     );
 }
+
+/// Regression: pause and resume republished the service without its probation counters, so a
+/// build that went on failing after a pause was never rolled back.
+#[test]
+fn probation_survives_a_pause_and_a_resume() {
+    let setup = Setup::with(Runtime::builder().health_interval(None).probation(ProbationPolicy {
+        calls: 1000,
+        duration: Duration::from_secs(60),
+        max_failures: 3,
+        max_failure_rate: 1.0,
+        min_calls: u64::MAX,
+    }));
+    setup.runtime.load_and_start(setup.copy(Fixture::Greeter1_0)).unwrap();
+    let greeter = setup.runtime.handle("greeter").unwrap();
+    setup.runtime.swap("greeter", setup.copy(Fixture::Flaky)).unwrap();
+    // Two failures before the pause, two after: the fourth crosses the limit.
+    let mut errors = 0;
+    for _ in 0..8 {
+        errors += u64::from(greeter.call_to_vec("greet", b"r").is_err());
+    }
+    assert_eq!(errors, 2);
+    setup.runtime.pause("greeter").unwrap();
+    setup.runtime.resume("greeter").unwrap();
+    for _ in 0..8 {
+        errors += u64::from(greeter.call_to_vec("greet", b"r").is_err());
+    }
+    assert_eq!(errors, 4);
+    assert_eq!(greeter.call_to_vec("greet", b"r").unwrap(), greeting("r", "1.0.0"));
+}
+
+/// Regression: a stop did not cancel the automatic restart scheduled after a failed start, and
+/// the supervisor started the service again behind the operator's back.
+#[test]
+fn a_stop_cancels_the_restart_of_a_failed_start() {
+    let policy =
+        RestartPolicy { initial_backoff: Duration::from_millis(30), ..RestartPolicy::default() };
+    let setup = Setup::with(Runtime::builder().restart_policy(policy));
+    let events = setup.runtime.subscribe();
+    setup.runtime.load(graft_tests::path(Fixture::Crashy).unwrap()).unwrap();
+    setup.runtime.start("crashy").unwrap_err();
+    let first = wait_for(&events, |e| matches!(e.kind, EventKind::StartFailed { .. }));
+    assert!(matches!(first.kind, EventKind::StartFailed { retry_in: Some(_), .. }));
+    setup.runtime.stop("crashy").unwrap();
+    // The restart was due 30 ms after the failure: a window five times as long sees no attempt.
+    assert!(events.recv_timeout(Duration::from_millis(150)).is_err(), "no restart after the stop");
+    assert_eq!(setup.runtime.state("crashy").unwrap(), ServiceState::Loaded);
+}
+
+/// Regression: durations too long to add to an instant panicked the supervisor thread (and a
+/// paused call); they now mean "never".
+#[test]
+fn unrepresentable_durations_mean_never() {
+    let policy =
+        RestartPolicy { initial_backoff: Duration::from_millis(1), ..RestartPolicy::default() };
+    let setup = Setup::with(
+        Runtime::builder()
+            .health_interval(Some(Duration::MAX))
+            .call_deadline(Duration::MAX)
+            .restart_policy(policy),
+    );
+    let events = setup.runtime.subscribe();
+    // The supervisor is alive: it still schedules the restarts of a crash loop.
+    setup.runtime.load(graft_tests::path(Fixture::Crashy).unwrap()).unwrap();
+    setup.runtime.start("crashy").unwrap_err();
+    wait_for(&events, |e| matches!(e.kind, EventKind::StartFailed { attempt: 2, .. }));
+
+    // A paused call with no deadline waits for the resume.
+    setup.runtime.load_and_start(setup.copy(Fixture::Greeter1_0)).unwrap();
+    setup.runtime.pause("greeter").unwrap();
+    let greeter = setup.runtime.handle("greeter").unwrap();
+    let waiting = std::thread::spawn(move || greeter.call_to_vec("greet", b"s"));
+    setup.runtime.resume("greeter").unwrap();
+    assert_eq!(waiting.join().unwrap().unwrap(), greeting("s", "1.0.0"));
+}
