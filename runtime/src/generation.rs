@@ -389,7 +389,7 @@ pub(crate) struct Lease {
 }
 
 #[derive(Clone, Copy)]
-struct Target {
+pub(crate) struct Target {
     instance: *mut c_void,
     call: CallFn,
 }
@@ -461,23 +461,30 @@ impl Lease {
         self.probation.as_ref()
     }
 
-    /// Calls `method` if this lease serves, appending the answer to `output`; `None` if it does
-    /// not. On error `output` is left as it was.
+    /// The call target, if this lease serves.
     #[inline]
-    pub fn call(
+    pub fn target(&self) -> Option<Target> {
+        self.target
+    }
+
+    /// Calls `method` on `target` (this lease's), appending the answer to `output`. On error
+    /// `output` is left as it was.
+    #[inline]
+    pub fn invoke(
         &self,
+        target: Target,
         method: &str,
         input: &[u8],
         output: &mut Vec<u8>,
-    ) -> Option<Result<(), Error>> {
-        let target = self.target?;
+    ) -> Result<(), Error> {
         let start = output.len();
         let mut message = Vec::new();
         let status = {
             let output_sink = vec_sink(output);
             let error_sink = vec_sink(&mut message);
-            // SAFETY: `target` belongs to `generation`, which this lease keeps alive (the type's
-            // invariant); method, input and both sinks are valid for the call.
+            // SAFETY: `target` is this lease's (the caller's contract), so it belongs to
+            // `generation`, which this lease keeps alive (the type's invariant); method, input
+            // and both sinks are valid for the call.
             unsafe {
                 (target.call)(
                     target.instance,
@@ -489,14 +496,22 @@ impl Lease {
             }
         };
         if status == STATUS_OK {
-            return Some(Ok(()));
+            return Ok(());
         }
-        output.truncate(start);
-        Some(Err(self.call_error(status, method, message)))
+        Err(self.call_error(status, method, output, start, message))
     }
 
     #[cold]
-    fn call_error(&self, status: i32, method: &str, message: Vec<u8>) -> Error {
+    #[inline(never)]
+    fn call_error(
+        &self,
+        status: i32,
+        method: &str,
+        output: &mut Vec<u8>,
+        start: usize,
+        message: Vec<u8>,
+    ) -> Error {
+        output.truncate(start);
         let Some(generation) = self.generation.as_ref() else {
             // Unreachable: only a lease with a generation has a target to call.
             return Error::Stopped { service: String::new(), state: self.state };

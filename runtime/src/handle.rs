@@ -52,14 +52,16 @@ impl ServiceHandle {
     /// deadline, then fail with [`Error::NotReady`].
     #[inline]
     pub fn call(&self, method: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), Error> {
-        {
-            // The guard keeps this publication (and its generation) alive until the call returns.
-            let lease = self.slot.current.load();
-            if let Some(result) = lease.call(method, input, output) {
+        // The guard keeps this publication (and its generation) alive until the call returns.
+        let lease = self.slot.current.load();
+        if let Some(target) = lease.target() {
+            let result = lease.invoke(target, method, input, output);
+            if lease.probation().is_some() {
                 after_call(&self.slot, &lease, &result);
-                return result;
             }
+            return result;
         }
+        drop(lease);
         self.call_waiting(method, input, output)
     }
 
@@ -68,7 +70,8 @@ impl ServiceHandle {
         let (start, deadline) = deadline(&self.slot);
         loop {
             let lease = self.slot.current.load();
-            if let Some(result) = lease.call(method, input, output) {
+            if let Some(target) = lease.target() {
+                let result = lease.invoke(target, method, input, output);
                 after_call(&self.slot, &lease, &result);
                 return result;
             }
@@ -138,7 +141,8 @@ pub(crate) fn call_between(
         let mut state = None;
         if let Some(slot) = &slot {
             let lease = slot.current.load();
-            if let Some(result) = lease.call(method, input, output) {
+            if let Some(target) = lease.target() {
+                let result = lease.invoke(target, method, input, output);
                 after_call(slot, &lease, &result);
                 return result;
             }
@@ -211,7 +215,7 @@ impl Drop for Creating {
 }
 
 /// Counts a call in a probation window, and acts on the verdict it decides.
-#[inline]
+#[cold]
 fn after_call(slot: &Slot, lease: &Lease, result: &Result<(), Error>) {
     let Some(probation) = lease.probation() else {
         return;

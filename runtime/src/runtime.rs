@@ -315,8 +315,8 @@ pub(crate) struct Slot {
     /// The last outcome of a periodic health check.
     pub(crate) healthy: AtomicBool,
     /// What `status` reports besides the state, refreshed by every operation, so that reading it
-    /// never waits for one.
-    info: ArcSwap<SlotInfo>,
+    /// never waits for one (the lock is held only to swap or clone the pointer).
+    info: RwLock<Arc<SlotInfo>>,
     pub(crate) shared: Weak<Shared>,
     /// Held for the whole of an operation on this service, so two never interleave.
     control: Mutex<Control>,
@@ -335,8 +335,8 @@ struct Control {
     /// Earlier generations kept loaded as rollback targets, most recent first, each with its
     /// dependencies.
     history: VecDeque<(Arc<Generation>, Arc<Vec<Dependency>>)>,
-    interface: String,
-    requirement: VersionReq,
+    interface: Arc<str>,
+    requirement: Arc<VersionReq>,
     /// Extra dependencies the host gave at load; they apply to every build of the service.
     host_dependencies: Vec<Dependency>,
     /// Whether an operator wants it running: set by start, cleared by stop. An automatic
@@ -346,26 +346,28 @@ struct Control {
     probation: Option<Arc<Probation>>,
 }
 
-/// The part of a service's status that only operations change.
+/// The part of a service's status that only operations change: shared references, so that an
+/// operation refreshes it for the price of a few reference counts. It is refreshed before a
+/// generation is retired, so it never keeps a retired generation loaded.
 #[derive(Debug)]
 struct SlotInfo {
-    version: Version,
-    interface: String,
-    requirement: VersionReq,
-    dependencies: Vec<Dependency>,
-    current: Option<GenerationStatus>,
-    history: Vec<GenerationStatus>,
+    plugin: Arc<Plugin>,
+    interface: Arc<str>,
+    requirement: Arc<VersionReq>,
+    dependencies: Arc<Vec<Dependency>>,
+    current: Option<Arc<Generation>>,
+    history: Vec<Arc<Generation>>,
 }
 
 impl SlotInfo {
     fn of(control: &Control) -> SlotInfo {
         SlotInfo {
-            version: control.plugin.info().plugin_version.clone(),
-            interface: control.interface.clone(),
-            requirement: control.requirement.clone(),
-            dependencies: control.dependencies.to_vec(),
-            current: control.serving.as_deref().map(GenerationStatus::of),
-            history: control.history.iter().map(|(g, _)| GenerationStatus::of(g)).collect(),
+            plugin: Arc::clone(&control.plugin),
+            interface: Arc::clone(&control.interface),
+            requirement: Arc::clone(&control.requirement),
+            dependencies: Arc::clone(&control.dependencies),
+            current: control.serving.clone(),
+            history: control.history.iter().map(|(g, _)| Arc::clone(g)).collect(),
         }
     }
 }
@@ -632,7 +634,7 @@ impl Shared {
         if let Ok(existing) = self.slot(&name) {
             return Err(Error::AlreadyLoaded {
                 service: name,
-                version: existing.info.load().version.clone(),
+                version: existing.info.read().plugin.info().plugin_version.clone(),
             });
         }
         let requirement = match self.requirements.get(&name) {
@@ -647,8 +649,8 @@ impl Shared {
             serving: None,
             pause_gate: None,
             history: VecDeque::new(),
-            interface: info.interface.clone(),
-            requirement,
+            interface: Arc::from(info.interface.as_str()),
+            requirement: Arc::new(requirement),
             host_dependencies: options.dependencies,
             wants_running: false,
             probation: None,
@@ -658,7 +660,7 @@ impl Shared {
             current: ArcSwap::from_pointee(Lease::closed(ServiceState::Loaded)),
             dependencies: ArcSwap::new(Arc::clone(&dependencies)),
             healthy: AtomicBool::new(true),
-            info: ArcSwap::from_pointee(SlotInfo::of(&control)),
+            info: RwLock::new(Arc::new(SlotInfo::of(&control))),
             shared: self.me.clone(),
             control: Mutex::new(control),
         });
@@ -667,7 +669,7 @@ impl Shared {
             if let Some(existing) = services.get(&name) {
                 // Read without any lock: a control lock taken under this write lock could wait
                 // for an operation that itself waits for a read lock here.
-                let version = existing.info.load().version.clone();
+                let version = existing.info.read().plugin.info().plugin_version.clone();
                 return Err(Error::AlreadyLoaded { service: name, version });
             }
             // Under the write lock, so that two loads cannot each miss the other's edges.
@@ -1015,11 +1017,9 @@ impl Shared {
             let _dependencies = self.dependency_lock.lock();
             self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
             self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
-            self.publish(slot, &mut control, generation, dependencies, probation.clone())
+            self.publish(slot, &mut control, generation, dependencies, probation.clone(), plugin)
         };
         drop(refusal);
-        control.plugin = plugin;
-        slot.refresh(&control);
         let to =
             control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
         let id = control.serving.as_ref().map_or(GenerationId(0), |g| g.id());
@@ -1095,9 +1095,7 @@ impl Shared {
         let to = target.version().clone();
         let id = target.id();
         let plugin = Arc::clone(target.plugin());
-        let previous = self.publish(slot, control, target, dependencies, None);
-        control.plugin = plugin;
-        slot.refresh(control);
+        let previous = self.publish(slot, control, target, dependencies, None, plugin);
         let took = started.elapsed();
         match &reason {
             RollbackReason::Manual => {
@@ -1177,26 +1175,34 @@ impl Shared {
         generation: Arc<Generation>,
         dependencies: Arc<Vec<Dependency>>,
         probation: Option<Arc<Probation>>,
+        plugin: Arc<Plugin>,
     ) -> GenerationWatch {
+        control.plugin = plugin;
         let lease = match &control.pause_gate {
             Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
             None => Lease::serving(Arc::clone(&generation), probation.clone()),
         };
         slot.current.store(Arc::new(lease));
         control.probation = probation;
-        slot.dependencies.store(Arc::clone(&dependencies));
+        // Most publications keep the dependencies: skip the store (and its wait for readers).
+        if **slot.dependencies.load() != *dependencies {
+            slot.dependencies.store(Arc::clone(&dependencies));
+        }
         let old_dependencies = std::mem::replace(&mut control.dependencies, dependencies);
         let old = control.serving.replace(generation);
         // `publish` is only called with a generation serving (checked by the callers).
         let Some(old) = old else {
+            slot.refresh(control);
             return GenerationWatch::detached();
         };
         let watch = old.watch();
         control.history.push_front((old, old_dependencies));
-        while control.history.len() > self.config.history_depth {
-            if let Some((retired, _)) = control.history.pop_back() {
-                retired.retire();
-            }
+        let excess = control.history.len().saturating_sub(self.config.history_depth);
+        let retired: Vec<_> = (0..excess).filter_map(|_| control.history.pop_back()).collect();
+        // Refreshed first, so that the status snapshot holds no retired generation.
+        slot.refresh(control);
+        for (generation, _) in retired {
+            generation.retire();
         }
         watch
     }
@@ -1277,20 +1283,22 @@ fn refused<'a>(serving: Option<(&'a str, &'a Version)>) -> impl Fn(&Error) + 'a 
 impl Slot {
     /// Stores what `status` reports, after an operation changed `control`.
     fn refresh(&self, control: &Control) {
-        self.info.store(Arc::new(SlotInfo::of(control)));
+        let info = Arc::new(SlotInfo::of(control));
+        // The old snapshot is dropped after the lock is released.
+        let _old = std::mem::replace(&mut *self.info.write(), info);
     }
 
     fn status(&self) -> ServiceStatus {
-        let info = self.info.load();
+        let info = Arc::clone(&self.info.read());
         ServiceStatus {
             service: self.name.clone(),
             state: self.current.load().state(),
-            version: info.version.clone(),
-            interface: info.interface.clone(),
-            requirement: info.requirement.clone(),
-            dependencies: info.dependencies.clone(),
-            current: info.current.clone(),
-            history: info.history.clone(),
+            version: info.plugin.info().plugin_version.clone(),
+            interface: info.interface.to_string(),
+            requirement: VersionReq::clone(&info.requirement),
+            dependencies: info.dependencies.to_vec(),
+            current: info.current.as_deref().map(GenerationStatus::of),
+            history: info.history.iter().map(|g| GenerationStatus::of(g)).collect(),
             healthy: self.healthy.load(Ordering::Relaxed),
         }
     }
