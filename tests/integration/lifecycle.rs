@@ -181,3 +181,55 @@ fn a_paused_call_fails_as_not_ready_after_the_call_deadline() {
     setup.runtime.resume("slow").unwrap();
     assert_eq!(setup.runtime.call("slow", "whoami", b"").unwrap(), b"slow 1.0.0");
 }
+
+#[test]
+fn a_batch_that_fails_skips_later_waves_and_reports_each_service() {
+    let setup = Setup::with(
+        graft_runtime::Runtime::builder()
+            .restart_policy(graft_runtime::RestartPolicy { enabled: false, ..Default::default() }),
+    );
+    setup.load_as(Fixture::Worker, "base", &[]);
+    setup.runtime.load(graft_tests::path(Fixture::Crashy).unwrap()).unwrap();
+    setup.load_as(Fixture::Worker, "top", &["crashy", "base"]);
+
+    let err = setup.runtime.start_all().unwrap_err();
+    let Error::Batch(report) = &err else { panic!("{err:?}") };
+    assert_eq!(
+        report.waves,
+        [vec!["base".to_owned(), "crashy".to_owned()], vec!["top".to_owned()]]
+    );
+    let failed: Vec<&str> = report.failures().map(|(service, _)| service).collect();
+    assert_eq!(failed, ["crashy"]);
+    assert_eq!(report.skipped, ["top"]);
+    assert!(err.to_string().contains("crashy"), "{err}");
+    // Nothing is left half-started.
+    assert_eq!(setup.runtime.state("base").unwrap(), ServiceState::Running);
+    assert_eq!(setup.runtime.state("top").unwrap(), ServiceState::Loaded);
+    assert!(matches!(
+        setup.runtime.state("crashy").unwrap(),
+        ServiceState::Loaded | ServiceState::Failed
+    ));
+}
+
+#[test]
+fn restart_and_swap_a_set_of_services_in_dependency_order() {
+    let setup = Setup::new();
+    setup.load_as(Fixture::Worker, "low", &[]);
+    setup.load_as(Fixture::Worker, "high", &["low"]);
+    setup.runtime.load(setup.copy(Fixture::Greeter1_0)).unwrap();
+    setup.runtime.start_all().unwrap();
+    let before: Vec<_> =
+        ["low", "high"].iter().map(|s| setup.runtime.handle(s).unwrap().generation()).collect();
+
+    let report = setup.runtime.restart_services(&["high", "low"]).unwrap();
+    assert_eq!(report.waves, [vec!["low".to_owned()], vec!["high".to_owned()]]);
+    for (name, old) in ["low", "high"].iter().zip(before) {
+        assert_ne!(setup.runtime.handle(name).unwrap().generation(), old, "{name} restarted");
+    }
+
+    let v1_1 = setup.copy(Fixture::Greeter1_1);
+    let report = setup.runtime.swap_services(&[("greeter", v1_1.as_path())]).unwrap();
+    assert!(report.succeeded());
+    assert_eq!(setup.runtime.call("greeter", "version", b"").unwrap(), b"1.1.0");
+    assert_eq!(setup.runtime.call("high", "relay", b"low/whoami").unwrap(), b"low 1.0.0");
+}
