@@ -228,34 +228,7 @@ impl<'a> Graph<'a> {
 mod tests {
     use super::*;
 
-    /// A small deterministic pseudo-random generator (SplitMix64), so property tests need no
-    /// dependency and every failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// A number in `0..n`; `n` must not be 0.
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
-        }
-
-        fn shuffle<T>(&mut self, items: &mut [T]) {
-            for i in (1..items.len()).rev() {
-                items.swap(i, self.below(i + 1));
-            }
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn node<'a>(name: &'a str, depends_on: &[&'a str]) -> Node<'a> {
         Node { name, depends_on: depends_on.to_vec() }
@@ -490,7 +463,7 @@ mod tests {
     impl RandomGraph {
         /// A DAG: service `i` depends only on services with a lower index.
         fn acyclic(rng: &mut Rng) -> Self {
-            let n = 1 + rng.below(12);
+            let n = 1 + rng.index(12);
             let density = rng.below(60);
             let mut labels: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut labels);
@@ -625,8 +598,8 @@ mod tests {
             let n = graph.names.len();
             // A back edge from `low` to `high` where `high` depends on `low`, through the DAG's
             // edges or through one added for the purpose; `low == high` is a self-loop.
-            let high = rng.below(n);
-            let low = rng.below(high + 1);
+            let high = rng.index(n);
+            let low = rng.index(high + 1);
             if low < high && !graph.reach()[high][low] {
                 graph.deps[high].push(low);
             }
@@ -645,7 +618,7 @@ mod tests {
         let mut rng = Rng(14);
         let mut cyclic = 0;
         for round in 0..3000 {
-            let n = 1 + rng.below(10);
+            let n = 1 + rng.index(10);
             let density = rng.below(25);
             let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
             let deps = (0..n).map(|_| (0..n).filter(|_| rng.chance(density)).collect()).collect();

@@ -61,6 +61,8 @@ mod probation;
 mod reaper;
 mod runtime;
 mod supervisor;
+#[cfg(test)]
+mod test_rng;
 
 pub use batch::{BatchReport, Outcome};
 pub use error::{Error, Hop};
