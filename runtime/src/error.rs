@@ -334,6 +334,13 @@ pub enum Error {
     },
     /// A batch operation stopped after a failure; the report says what happened to each service.
     Batch(Box<crate::batch::BatchReport>),
+    /// The directory could not be watched.
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        source: notify::Error,
+    },
 }
 
 /// One call in a chain of calls between services.
@@ -493,6 +500,7 @@ impl fmt::Display for Error {
                 write!(f, "{service} failed in `{method}`: {message}")
             }
             Error::Batch(report) => write!(f, "{report}"),
+            Error::Watch { path, source } => write!(f, "watching {}: {source}", path.display()),
         }
     }
 }
@@ -503,6 +511,7 @@ impl std::error::Error for Error {
             Error::Io { source, .. } | Error::Thread { source } => Some(source),
             Error::Open { source, .. } | Error::MissingSymbol { source, .. } => Some(source),
             Error::DependencyFailed { cause, .. } => Some(cause.as_ref()),
+            Error::Watch { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -63,6 +63,7 @@ mod runtime;
 mod supervisor;
 #[cfg(test)]
 mod test_rng;
+mod watch;
 
 pub use batch::{BatchReport, Outcome};
 pub use error::{Error, Hop};
@@ -76,3 +77,4 @@ pub use runtime::{
     DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
     RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
+pub use watch::{SETTLE, WatchEvent, Watcher};

@@ -559,6 +559,17 @@ impl Runtime {
         self.shared.rollback_locked(&slot, &mut control, RollbackReason::Manual)
     }
 
+    /// Watches the plugin directory `dir`: every `.so` file in it is brought into service
+    /// (loaded and started, or swapped in through the same gate as [`Runtime::swap`]) as soon as
+    /// it is complete, now and whenever the directory changes; see [`Watcher`]. The receiver
+    /// gets what the watcher did with each file. Dropping the watcher stops it.
+    pub fn watch(
+        &self,
+        dir: impl Into<PathBuf>,
+    ) -> Result<(crate::Watcher, crossbeam_channel::Receiver<crate::WatchEvent>), Error> {
+        crate::Watcher::start(Arc::downgrade(&self.shared), dir.into())
+    }
+
     /// A handle to `service` that resolves the serving generation on every call.
     pub fn handle(&self, service: &str) -> Result<ServiceHandle, Error> {
         self.shared.slot(service).map(ServiceHandle::new)
@@ -629,6 +640,16 @@ impl Shared {
     fn load(&self, path: &Path, options: LoadOptions) -> Result<LoadReport, Error> {
         let started = Instant::now();
         let plugin = self.loader.load(path).inspect_err(refused(None))?;
+        self.register(plugin, options, started)
+    }
+
+    /// Registers an already loaded plugin as a new service.
+    fn register(
+        &self,
+        plugin: Plugin,
+        options: LoadOptions,
+        started: Instant,
+    ) -> Result<LoadReport, Error> {
         let info = plugin.info().clone();
         let name = options.name.clone().unwrap_or_else(|| info.service.clone());
         if let Ok(existing) = self.slot(&name) {
@@ -988,6 +1009,11 @@ impl Shared {
     }
 
     fn swap_one(&self, slot: &Slot, path: &Path) -> Result<SwapReport, Error> {
+        self.swap_to(slot, Candidate::Path(path))
+    }
+
+    /// Swaps `slot` to a build given by its path or already loaded.
+    fn swap_to(&self, slot: &Slot, candidate: Candidate<'_>) -> Result<SwapReport, Error> {
         let started = Instant::now();
         let mut control = slot.control.lock();
         let state = slot.current.load().state();
@@ -1001,7 +1027,10 @@ impl Shared {
         };
         let from = serving.version().clone();
         let refusal = refused(Some((&slot.name, &from)));
-        let plugin = self.loader.load(path).inspect_err(&refusal)?;
+        let plugin = match candidate {
+            Candidate::Path(path) => self.loader.load(path).inspect_err(&refusal)?,
+            Candidate::Loaded(plugin) => *plugin,
+        };
         let template = control.plugin.info().service.clone();
         gate::check_swap(&template, &control.interface, &control.requirement, &from, plugin.info())
             .map_err(|e| rename(e, &template, &slot.name))
@@ -1234,6 +1263,76 @@ impl Shared {
         let waves = if reverse { graph::stop_waves(&chosen) } else { graph::start_waves(&chosen) }
             .map_err(|cycle| Error::DependencyCycle { cycle: cycle.0 })?;
         crate::batch::run_waves(self, operation, waves, self.config.concurrency, op)
+    }
+}
+
+/// A build to swap to: a file to load, or a plugin loaded already.
+enum Candidate<'a> {
+    Path(&'a Path),
+    Loaded(Box<Plugin>),
+}
+
+/// What [`Shared::install`] did with a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// A new service, loaded and started.
+    Started { service: String, version: Version },
+    /// A new or known service loaded, whose start waits for a dependency.
+    Waiting { service: String, version: Version, dependency: String },
+    /// A running service swapped to the file's build.
+    Swapped { service: String, from: Version, to: Version },
+    /// The file holds the build the service runs already.
+    Unchanged { service: String, version: Version },
+}
+
+impl Shared {
+    /// Brings the build in `path` into service, whatever the service's situation: a new service
+    /// is loaded and started, a running one swapped (through the same gate as a manual swap),
+    /// one that is loaded but waits for a dependency is started. Used by the watcher.
+    pub(crate) fn install(&self, path: &Path) -> Result<Installed, Error> {
+        let started = Instant::now();
+        let plugin = self.loader.load(path).inspect_err(refused(None))?;
+        let service = plugin.info().service.clone();
+        let version = plugin.info().plugin_version.clone();
+        let slot = match self.slot(&service) {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.register(plugin, LoadOptions::default(), started)?;
+                let slot = self.slot(&service)?;
+                return self.start_installed(&slot, service, version);
+            }
+        };
+        let serving = slot.current.load().generation().map(|g| g.version().clone());
+        let known = slot.info.read().plugin.info().plugin_version.clone();
+        match (serving, slot.current.load().state()) {
+            (Some(current), _) if current == version => {
+                Ok(Installed::Unchanged { service, version })
+            }
+            (Some(_), ServiceState::Running) => {
+                let report = self.swap_to(&slot, Candidate::Loaded(Box::new(plugin)))?;
+                Ok(Installed::Swapped { service, from: report.from, to: report.to })
+            }
+            (None, ServiceState::Loaded | ServiceState::Stopped) if known == version => {
+                drop(plugin);
+                self.start_installed(&slot, service, version)
+            }
+            (_, state) => Err(Error::InvalidState { service, operation: "install", state }),
+        }
+    }
+
+    fn start_installed(
+        &self,
+        slot: &Slot,
+        service: String,
+        version: Version,
+    ) -> Result<Installed, Error> {
+        match self.start_one(slot, false) {
+            Ok(()) => Ok(Installed::Started { service, version }),
+            Err(Error::DependencyNotRunning { dependency, .. }) => {
+                Ok(Installed::Waiting { service, version, dependency })
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 

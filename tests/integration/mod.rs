@@ -9,6 +9,7 @@ mod refusals;
 mod stress;
 mod supervision;
 mod swap;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
