@@ -72,7 +72,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = calls, swap, lifecycle
+    targets = calls, swap, lifecycle, watch
 }
 criterion_main!(benches);
 
@@ -419,6 +419,108 @@ impl Drop for Contender {
 }
 
 /// The built library of `fixture`.
+/// `watch/notify_event` and `watch/rename_to_serving`.
+///
+/// Both time one rename of a finished build over a watched path: the first until `notify`
+/// delivers an event for it (the floor any watcher pays), the second until a call is answered
+/// by the new build (readiness check, hash, stage, load, checks, create, health, publish).
+fn watch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("watch");
+    group
+        .sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(3));
+    let builds = [
+        std::fs::read(fixture(Fixture::Greeter1_1)).expect("greeter 1.1"),
+        std::fs::read(fixture(Fixture::Greeter1_0)).expect("greeter 1.0"),
+    ];
+
+    group.bench_function("notify_event", |b| {
+        use notify::Watcher as _;
+        let dir = temp_dir();
+        let (sender, events) = crossbeam_channel::unbounded();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let _ = sender.send(event.map(|e| e.paths).unwrap_or_default());
+            })
+            .expect("a notify watcher");
+        watcher.watch(dir.path(), notify::RecursiveMode::NonRecursive).expect("watching");
+        let target = dir.path().join("greeter.so");
+        let mut round = 0usize;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let incoming = dir.path().join(".incoming");
+                std::fs::write(&incoming, &builds[round % 2]).expect("writing the build");
+                round += 1;
+                // Events of the write may still arrive: the one timed is the first that names
+                // the renamed path. (Sleeping to drain them would let the CPU idle, and time its
+                // wake-up instead of the event.)
+                while events.try_recv().is_ok() {}
+                let start = Instant::now();
+                std::fs::rename(&incoming, &target).expect("renaming");
+                loop {
+                    let paths =
+                        events.recv_timeout(Duration::from_secs(5)).expect("a notify event");
+                    if paths.iter().any(|p| p == &target) {
+                        break;
+                    }
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+
+    group.bench_function("rename_to_serving", |b| {
+        let dir = temp_dir();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("the watched directory");
+        let runtime = Runtime::builder()
+            .staging_dir(dir.path().join("staging"))
+            .probation(graft_runtime::ProbationPolicy::disabled())
+            .build()
+            .expect("building a runtime");
+        let target = plugins.join("greeter.so");
+        std::fs::write(&target, &builds[1]).expect("writing greeter 1.0");
+        let (_watcher, events) = runtime.watch(&plugins).expect("watching");
+        events.recv_timeout(Duration::from_secs(10)).expect("greeter 1.0 started");
+        let greeter = runtime.handle("greeter").expect("a handle to the greeter");
+        let mut round = 0usize;
+        let mut answer = Vec::new();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (bytes, version) = if round.is_multiple_of(2) {
+                    (&builds[0], b"1.1.0")
+                } else {
+                    (&builds[1], b"1.0.0")
+                };
+                round += 1;
+                let incoming = plugins.join(".incoming");
+                std::fs::write(&incoming, bytes).expect("writing the build");
+                while events.try_recv().is_ok() {}
+                let start = Instant::now();
+                std::fs::rename(&incoming, &target).expect("renaming");
+                let deadline = start + Duration::from_secs(10);
+                loop {
+                    answer.clear();
+                    if greeter.call("version", &[], &mut answer).is_ok() && answer == version {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the renamed build was not served within 10 s"
+                    );
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
 fn fixture(fixture: Fixture) -> PathBuf {
     graft_tests::path(fixture).expect("building the fixture plugins")
 }

@@ -153,8 +153,11 @@ struct Fingerprint {
 
 #[derive(Debug, Default)]
 struct Tracked {
-    /// The file state last acted on, and its content's hash.
-    done: Option<(Fingerprint, [u8; 32])>,
+    /// The file state last acted on.
+    done: Option<Fingerprint>,
+    /// The hash of the last content refused, so that the same content is reported once. Only a
+    /// refusal pays for hashing the file: a build that installs is not hashed at all.
+    rejected: Option<[u8; 32]>,
     /// An incomplete state first seen at that instant.
     incomplete_since: Option<(Fingerprint, Instant)>,
     /// The service the file last brought into service.
@@ -208,11 +211,11 @@ impl State {
             self.emit(WatchEvent::Removed { path, service: tracked.service });
         }
 
-        let mut candidates: Vec<(PathBuf, Fingerprint, [u8; 32])> = Vec::new();
+        let mut candidates: Vec<(PathBuf, Fingerprint)> = Vec::new();
         for path in present {
             let Some(fingerprint) = fingerprint(&path) else { continue };
             let tracked = self.files.entry(path.clone()).or_default();
-            if tracked.done.is_some_and(|(done, _)| done == fingerprint) {
+            if tracked.done == Some(fingerprint) {
                 continue;
             }
             if !is_complete(&path, fingerprint) {
@@ -229,17 +232,12 @@ impl State {
                 // Unchanged for the settle time: judged as it is (the install refuses it).
             }
             tracked.incomplete_since = None;
-            let Some(hash) = content_hash(&path) else { continue };
-            if tracked.done.is_some_and(|(_, done)| done == hash) {
-                tracked.done = Some((fingerprint, hash));
-                continue;
-            }
-            candidates.push((path, fingerprint, hash));
+            candidates.push((path, fingerprint));
         }
         let retries: Vec<PathBuf> = self
             .waiting
             .iter()
-            .filter(|p| !candidates.iter().any(|(c, _, _)| c == *p))
+            .filter(|p| !candidates.iter().any(|(c, _)| c == *p))
             .cloned()
             .collect();
         self.install_all(&shared, candidates, retries);
@@ -251,15 +249,14 @@ impl State {
     fn install_all(
         &mut self,
         shared: &Shared,
-        candidates: Vec<(PathBuf, Fingerprint, [u8; 32])>,
+        candidates: Vec<(PathBuf, Fingerprint)>,
         retries: Vec<PathBuf>,
     ) {
-        for (path, fingerprint, hash) in &candidates {
-            let tracked = self.files.entry(path.clone()).or_default();
-            tracked.done = Some((*fingerprint, *hash));
+        for (path, fingerprint) in &candidates {
+            self.files.entry(path.clone()).or_default().done = Some(*fingerprint);
         }
         let mut pending: Vec<PathBuf> =
-            candidates.into_iter().map(|(p, _, _)| p).chain(retries).collect();
+            candidates.into_iter().map(|(p, _)| p).chain(retries).collect();
         let mut reported_waiting: BTreeSet<PathBuf> = BTreeSet::new();
         loop {
             let mut progress = false;
@@ -298,6 +295,12 @@ impl State {
                     }
                     Err(error) => {
                         self.waiting.remove(&path);
+                        let hash = content_hash(&path);
+                        let tracked = self.files.entry(path.clone()).or_default();
+                        if hash.is_some() && tracked.rejected == hash {
+                            continue;
+                        }
+                        tracked.rejected = hash;
                         tracing::warn!(path = %path.display(), %error, "plugin file refused");
                         self.emit(WatchEvent::Rejected { path, error: Arc::new(error) });
                     }
@@ -311,7 +314,9 @@ impl State {
     }
 
     fn note_service(&mut self, path: &Path, service: &str) {
-        self.files.entry(path.to_path_buf()).or_default().service = Some(service.to_owned());
+        let tracked = self.files.entry(path.to_path_buf()).or_default();
+        tracked.service = Some(service.to_owned());
+        tracked.rejected = None;
     }
 
     fn emit(&self, event: WatchEvent) {
