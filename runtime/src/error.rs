@@ -334,6 +334,15 @@ pub enum Error {
     },
     /// A batch operation stopped after a failure; the report says what happened to each service.
     Batch(Box<crate::batch::BatchReport>),
+    /// A manifest in the state directory could not be read or written.
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation needs a state directory ([`crate::RuntimeBuilder::state_dir`]).
+    NoStateDir,
     /// The directory could not be watched.
     Watch {
         /// The directory.
@@ -501,6 +510,10 @@ impl fmt::Display for Error {
             }
             Error::Batch(report) => write!(f, "{report}"),
             Error::Watch { path, source } => write!(f, "watching {}: {source}", path.display()),
+            Error::NoStateDir => f.write_str("the runtime has no state directory"),
+            Error::Manifest { path, reason } => {
+                write!(f, "manifest {} is not valid: {reason}", path.display())
+            }
         }
     }
 }

@@ -50,10 +50,12 @@
 mod batch;
 mod error;
 mod events;
+mod fault;
 mod gate;
 mod generation;
 mod graph;
 mod handle;
+mod history;
 mod host;
 mod loader;
 mod policy;
@@ -70,6 +72,7 @@ pub use error::{Error, Hop};
 pub use events::{Event, EventKind, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
 pub use handle::ServiceHandle;
+pub use history::{Manifest, ManifestEntry};
 pub use loader::PluginInfo;
 pub use policy::{ProbationPolicy, RestartPolicy};
 pub use runtime::{

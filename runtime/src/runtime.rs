@@ -114,6 +114,7 @@ impl LoadOptions {
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
     staging_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     pub(crate) config: Config,
     requirements: HashMap<String, VersionReq>,
 }
@@ -128,12 +129,14 @@ pub(crate) struct Config {
     pub probation: ProbationPolicy,
     pub restart: RestartPolicy,
     pub concurrency: usize,
+    pub commit_after_probation: bool,
 }
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
         RuntimeBuilder {
             staging_dir: None,
+            state_dir: None,
             config: Config {
                 history_depth: DEFAULT_HISTORY_DEPTH,
                 drain_deadline: DEFAULT_DRAIN_DEADLINE,
@@ -143,6 +146,7 @@ impl Default for RuntimeBuilder {
                 probation: ProbationPolicy::default(),
                 restart: RestartPolicy::default(),
                 concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                commit_after_probation: false,
             },
             requirements: HashMap::new(),
         }
@@ -154,6 +158,22 @@ impl RuntimeBuilder {
     /// directory that is removed with the runtime.
     pub fn staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.staging_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the history on disk in `dir` (created if missing): an archived copy of every build
+    /// in service and a manifest per service naming its current and its committed (known good)
+    /// build. [`Runtime::restore`] brings each service back on its committed build. Without a
+    /// state directory nothing survives the process.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Commits a swapped-in build by itself once it has passed its probation (default: only
+    /// [`Runtime::commit`] commits).
+    pub fn commit_after_probation(mut self, commit: bool) -> Self {
+        self.config.commit_after_probation = commit;
         self
     }
 
@@ -242,6 +262,7 @@ impl RuntimeBuilder {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
+        let store = self.state_dir.as_deref().map(crate::history::Store::open).transpose()?;
         let reaper = Reaper::start(self.config.drain_deadline)?;
         let (supervisor_events, supervisor_inbox) = crossbeam_channel::unbounded();
         let events = Arc::new(EventBus::default());
@@ -257,6 +278,7 @@ impl RuntimeBuilder {
             supervisor: supervisor_events,
             staging,
             dependency_lock: Mutex::new(()),
+            store,
         });
         let supervisor = Supervisor::start(Arc::downgrade(&shared), supervisor_inbox)?;
         Ok(Runtime { supervisor, shared, _reaper: reaper, _temp: temp })
@@ -298,6 +320,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) supervisor: crossbeam_channel::Sender<SupervisorEvent>,
     staging: PathBuf,
+    /// The history on disk, if the runtime has a state directory.
+    store: Option<crate::history::Store>,
     /// Held while a start, a stop or a swap checks other services' states and publishes its
     /// own, so that two such checks never interleave (a dependency stopping while a dependent
     /// starts). Taken after a control lock, never before one, and never held across plugin code.
@@ -570,6 +594,44 @@ impl Runtime {
         crate::Watcher::start(Arc::downgrade(&self.shared), dir.into())
     }
 
+    /// Marks the build `service` runs now as known good: a restarted host comes back on it.
+    /// Needs a state directory.
+    pub fn commit(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.commit(&slot)
+    }
+
+    /// The manifest of `service` in the state directory, if it has one.
+    pub fn manifest(&self, service: &str) -> Result<Option<crate::Manifest>, Error> {
+        match &self.shared.store {
+            Some(store) => store.manifest(service),
+            None => Ok(None),
+        }
+    }
+
+    /// Brings back every service the state directory records, each on its committed build, and
+    /// starts them in dependency waves. Call it once, after building the runtime.
+    pub fn restore(&self) -> Result<crate::BatchReport, Error> {
+        let Some(store) = &self.shared.store else {
+            return Err(Error::NoStateDir);
+        };
+        let mut names = Vec::new();
+        for manifest in store.manifests()? {
+            let path = store.archived(&manifest.committed);
+            let options = LoadOptions::default().name(manifest.service.clone());
+            match self.shared.load(&path, options) {
+                Ok(_) | Err(Error::AlreadyLoaded { .. }) => names.push(manifest.service.clone()),
+                Err(error) => return Err(error),
+            }
+            if manifest.current != manifest.committed {
+                // It comes back on the committed build: that is now also the current one.
+                let restored = crate::Manifest { current: manifest.committed.clone(), ..manifest };
+                store.write(&restored, "restore")?;
+            }
+        }
+        self.shared.start_set(&names)
+    }
+
     /// A handle to `service` that resolves the serving generation on every call.
     pub fn handle(&self, service: &str) -> Result<ServiceHandle, Error> {
         self.shared.slot(service).map(ServiceHandle::new)
@@ -720,6 +782,15 @@ impl Shared {
             "service loaded"
         );
         self.hooks.events.emit(&name, &info.plugin_version, EventKind::Loaded);
+        if let Some(store) = &self.store
+            && store.manifest(&name)?.is_none()
+        {
+            // The first build of a service is its first known-good one.
+            let entry = store.archive(&name, &info.plugin_version.to_string(), &info.staged)?;
+            let manifest =
+                crate::Manifest { service: name.clone(), current: entry.clone(), committed: entry };
+            store.write(&manifest, "load")?;
+        }
         Ok(LoadReport { service: name, info, took: started.elapsed() })
     }
 
@@ -1039,6 +1110,7 @@ impl Shared {
         let interface_version = plugin.info().interface_version.clone();
         let plugin = Arc::new(plugin);
         let generation = self.instantiate(&slot.name, &plugin).inspect_err(&refusal)?;
+        crate::fault::point("swap/created");
         let probation = self.probation_for(&generation);
         let previous = {
             // Checked and published as one step: no dependent can start, and no dependency
@@ -1052,6 +1124,22 @@ impl Shared {
         let to =
             control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
         let id = control.serving.as_ref().map_or(GenerationId(0), |g| g.id());
+        crate::fault::point("swap/published");
+        if let (Some(store), Some(serving)) = (&self.store, &control.serving) {
+            // The manifest names the new build current; the committed one is unchanged, so a
+            // crash from here on comes back on the committed build whatever the file holds.
+            let recorded = store.manifest(&slot.name).and_then(|manifest| {
+                let current = store.archive(&slot.name, &to.to_string(), &serving.info().staged)?;
+                let committed = manifest.map_or_else(|| current.clone(), |m| m.committed);
+                store.write(
+                    &crate::Manifest { service: slot.name.clone(), current, committed },
+                    "swap",
+                )
+            });
+            if let Err(error) = recorded {
+                tracing::error!(service = %slot.name, version = %to, %error, "recording the swap in the state directory failed");
+            }
+        }
         drop(control);
         if let Some(probation) = probation {
             let _ = self
@@ -1174,6 +1262,34 @@ impl Shared {
         }
     }
 
+    /// Records the serving build of `slot` as committed (and current) in the state directory.
+    pub(crate) fn commit(&self, slot: &Slot) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Err(Error::NoStateDir);
+        };
+        let control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.clone() else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "commit",
+                state,
+            });
+        };
+        crate::fault::point("commit/start");
+        let entry =
+            store.archive(&slot.name, &serving.version().to_string(), &serving.info().staged)?;
+        let manifest = crate::Manifest {
+            service: slot.name.clone(),
+            current: entry.clone(),
+            committed: entry,
+        };
+        store.write(&manifest, "commit")?;
+        drop(control);
+        tracing::info!(service = %slot.name, version = %serving.version(), "build committed");
+        Ok(())
+    }
+
     /// Republishes `service`'s `generation` without probation once its window passed.
     pub(crate) fn end_probation(&self, slot: &Slot, generation: GenerationId) {
         let mut control = slot.control.lock();
@@ -1186,6 +1302,11 @@ impl Shared {
             slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
         }
         drop(control);
+        if self.config.commit_after_probation
+            && let Err(error) = self.commit(slot)
+        {
+            tracing::error!(service = %slot.name, %error, "committing after probation failed");
+        }
         tracing::info!(service = %slot.name, version = %serving.version(), generation = %generation, "probation passed");
         self.hooks.events.emit(
             &slot.name,

@@ -3,6 +3,7 @@
 mod dependencies;
 mod drain;
 mod events;
+mod history;
 mod lifecycle;
 mod panics;
 mod refusals;

@@ -145,6 +145,35 @@ pub fn path(fixture: Fixture) -> Result<PathBuf, BuildError> {
     Ok(target.join(fixture.profile()).join(fixture.file_name()))
 }
 
+/// The `crash_host` example of graft-runtime, built with its kill points (the
+/// `fault-injection` feature) once per process, into the fixtures' target directory.
+pub fn crash_host() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target = fixture_target(&root);
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet", "--profile", "plugin", "-p", "graft-runtime"])
+                .args(["--example", "crash_host", "--features", "fault-injection", "--target-dir"])
+                .arg(&target)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .map_err(|e| BuildError(format!("running cargo: {e}")))?;
+            if !output.status.success() {
+                return Err(BuildError(format!(
+                    "building crash_host: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            Ok(target.join("plugin").join("examples").join("crash_host"))
+        })
+        .clone()
+}
+
 /// Copies the library of `fixture` into `dir` under `name` and returns the copy's path.
 pub fn copy_to(fixture: Fixture, dir: &Path, name: &str) -> Result<PathBuf, BuildError> {
     let source = path(fixture)?;
@@ -160,12 +189,16 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn build_all() -> Result<PathBuf, BuildError> {
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+fn fixture_target(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
-        .join("graft-plugins");
+        .join("graft-plugins")
+}
+
+fn build_all() -> Result<PathBuf, BuildError> {
+    let root = workspace_root();
+    let target = fixture_target(&root);
     // One cargo command per profile; cargo builds the packages of each in parallel.
     for profile in ["plugin", "plugin-abort"] {
         let packages = Fixture::ALL.into_iter().filter(|f| f.profile() == profile);
