@@ -585,7 +585,7 @@ impl Runtime {
 
     /// Watches the plugin directory `dir`: every `.so` file in it is brought into service
     /// (loaded and started, or swapped in through the same gate as [`Runtime::swap`]) as soon as
-    /// it is complete, now and whenever the directory changes; see [`Watcher`]. The receiver
+    /// it is complete, now and whenever the directory changes; see [`Watcher`](crate::Watcher). The receiver
     /// gets what the watcher did with each file. Dropping the watcher stops it.
     pub fn watch(
         &self,
