@@ -179,27 +179,36 @@ fn broken_files_are_refused_once_each_and_a_good_build_after_them_is_swapped_in(
 }
 
 #[test]
-fn a_file_changed_while_the_watcher_was_not_running_is_picked_up_at_start() {
+fn a_file_changed_while_the_host_was_down_is_picked_up_at_start() {
     let setup = Setup::new();
     let dir = watched(&setup);
+    let state = setup.dir.path().join("state");
     let target = dir.join("greeter.so");
     publish(&target, &library(Fixture::Greeter1_0));
     {
-        let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
+        let host = graft_runtime::Runtime::builder().state_dir(&state).build().unwrap();
+        let (_watcher, events) = host.watch(&dir).unwrap();
         assert!(matches!(next(&events), WatchEvent::Started { .. }));
+        // The host goes down.
     }
-    // No watcher now: this change makes no event anyone will see.
+    // No host now: this change makes no event anyone will see.
     publish(&target, &library(Fixture::Greeter1_1));
-    assert_eq!(setup.runtime.call("greeter", "version", b"").unwrap(), b"1.0.0");
 
-    // A watcher that only acted on events would miss it; the first reconciliation does not.
-    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
+    let host = graft_runtime::Runtime::builder().state_dir(&state).build().unwrap();
+    host.restore().unwrap();
+    assert_eq!(
+        host.call("greeter", "version", b"").unwrap(),
+        b"1.0.0",
+        "back on the committed build"
+    );
+    // A watcher that only acted on events would miss the change; the first reconciliation does not.
+    let (_watcher, events) = host.watch(&dir).unwrap();
     let event = next(&events);
     assert!(
         matches!(&event, WatchEvent::Swapped { to, .. } if to.to_string() == "1.1.0"),
         "{event:?}"
     );
-    assert_eq!(setup.runtime.call("greeter", "version", b"").unwrap(), b"1.1.0");
+    assert_eq!(host.call("greeter", "version", b"").unwrap(), b"1.1.0");
 }
 
 #[test]
