@@ -94,12 +94,10 @@ fn calls(c: &mut Criterion) {
         let mut output = Vec::new();
         let mut error = Vec::new();
         b.iter(|| {
-            let output_sink = vec_sink(&mut output);
-            let error_sink = vec_sink(&mut error);
-            // SAFETY: `raw.call` and `raw.instance` come from the same open library, and the
-            // instance is live until `raw` is dropped after this group (`RawGreeter`'s
-            // invariant); the method and input are `'static`, and both sinks borrow vectors that
-            // nothing else touches during the call.
+            let output_sink = WriteSink::for_vec(&mut output);
+            let error_sink = WriteSink::for_vec(&mut error);
+            // SAFETY: `raw.call` and `raw.instance` are live until `raw` drops (`RawGreeter`'s
+            // invariant); method and input are `'static`; the sinks borrow untouched vectors.
             unsafe {
                 (raw.call)(
                     raw.instance,
@@ -313,10 +311,10 @@ impl RawGreeter {
         // SAFETY: the entry point takes nothing and returns a pointer; `library` is open.
         let descriptor = unsafe { entry() };
         assert!(!descriptor.is_null(), "the entry point returned null");
-        // SAFETY: the greeter's descriptor is a `static` built by `export_service!` against this
-        // workspace's plugin-api (the magic and ABI version are checked just below), so it is a
-        // complete, aligned `PluginDescriptor` that lives as long as `library` stays open; only
-        // function pointers are copied out of it, and they are kept next to `library`.
+        // The greeter's descriptor is a `static` built by `export_service!` against this
+        // workspace's plugin-api (magic and ABI version are asserted below); only function
+        // pointers are copied out of it, and they are kept next to `library`.
+        // SAFETY: a complete, aligned `PluginDescriptor`, alive while `library` is open.
         let descriptor = unsafe { &*descriptor };
         assert_eq!(descriptor.header.magic, MAGIC);
         assert_eq!(descriptor.header.abi_version, ABI_VERSION);
@@ -335,7 +333,7 @@ impl RawGreeter {
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
-        let error = vec_sink(&mut message);
+        let error = WriteSink::for_vec(&mut message);
         // SAFETY: `create` comes from the open `library`; the host table is boxed and kept in the
         // returned value until after the instance is destroyed; `instance` is valid for a write
         // and the sink borrows `message`, which nothing else touches during the call.
@@ -349,7 +347,7 @@ impl RawGreeter {
 impl Drop for RawGreeter {
     fn drop(&mut self) {
         let mut message = Vec::new();
-        let error = vec_sink(&mut message);
+        let error = WriteSink::for_vec(&mut message);
         // SAFETY: `&mut self` means no call into the instance is running or can start; it is
         // destroyed once, here, while its library and host table are still alive (the type's
         // invariant).
@@ -527,36 +525,6 @@ fn fixture(fixture: Fixture) -> PathBuf {
 
 fn temp_dir() -> TempDir {
     tempfile::Builder::new().prefix("graft-bench-").tempdir().expect("creating a temp dir")
-}
-
-/// A sink appending to `buffer`; valid while `buffer` is borrowed and not otherwise used.
-fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
-    WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: append }
-}
-
-/// `WriteFn` for [`vec_sink`]: appends, or returns 1 if the vector cannot grow (it must not
-/// panic: a panic cannot cross `extern "C"`).
-///
-/// # Safety
-/// `ctx` must be the `*mut Vec<u8>` of a live [`vec_sink`] borrow not otherwise used during the
-/// call, and `data` must point at `len` readable bytes when `len` is not 0.
-unsafe extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
-    if len == 0 {
-        return 0;
-    }
-    if data.is_null() {
-        return 1;
-    }
-    // SAFETY: `ctx` is the exclusive borrow taken by `vec_sink` (this function's contract).
-    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
-    if buffer.try_reserve(len).is_err() {
-        return 1;
-    }
-    // SAFETY: `data` is non-null (checked) and points at `len` readable bytes (this function's
-    // contract).
-    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-    buffer.extend_from_slice(bytes);
-    0
 }
 
 /// The raw baseline's `call_service`: the greeter's `noop` never calls another service, so any

@@ -205,6 +205,39 @@ pub struct WriteSink {
     pub write: WriteFn,
 }
 
+impl WriteSink {
+    /// A sink that appends to `buffer`, for whichever side owns the buffer. The sink holds a raw
+    /// pointer to `buffer`: use it only while `buffer` is neither moved, dropped nor otherwise
+    /// used, that is, for the duration of the call it is passed to.
+    #[inline]
+    pub fn for_vec(buffer: &mut Vec<u8>) -> WriteSink {
+        WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: append_to_vec }
+    }
+}
+
+/// `WriteFn` of [`WriteSink::for_vec`]: appends, or returns 1 if the vector cannot grow. It
+/// never panics: a panic cannot cross `extern "C"`.
+///
+/// # Safety
+/// `ctx` must be the `*mut Vec<u8>` of a sink from [`WriteSink::for_vec`] whose buffer is not
+/// otherwise used during the call; `data` must point at `len` readable bytes when `len` is not 0.
+unsafe extern "C" fn append_to_vec(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+    if len == 0 {
+        return 0;
+    }
+    if data.is_null() {
+        return 1;
+    }
+    // SAFETY: `ctx` is the exclusive borrow taken by `for_vec` (this function's contract).
+    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
+    if buffer.try_reserve(len).is_err() {
+        return 1;
+    }
+    // SAFETY: `data` is non-null (checked) and points at `len` readable bytes (the contract).
+    buffer.extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+    0
+}
+
 /// Services the host offers a plugin, passed to `create`.
 ///
 /// The host keeps the table valid and unchanged for the rest of the process, not only until
@@ -332,5 +365,24 @@ impl PluginDescriptor {
             dependencies: dependencies.as_ptr(),
             dependencies_len: dependencies.len(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vec_sink_appends_what_is_written_and_refuses_a_null_pointer() {
+        let mut buffer = b"ab".to_vec();
+        let sink = WriteSink::for_vec(&mut buffer);
+        // SAFETY: the sink borrows `buffer`, which nothing else touches until the calls return,
+        // and each data pointer is valid for its length.
+        unsafe {
+            assert_eq!((sink.write)(sink.ctx, b"cd".as_ptr(), 2), 0);
+            assert_eq!((sink.write)(sink.ctx, std::ptr::null(), 0), 0);
+            assert_eq!((sink.write)(sink.ctx, std::ptr::null(), 3), 1);
+        }
+        assert_eq!(buffer, b"abcd");
     }
 }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use std::ffi::c_void;
-
 use crate::abi::{HostApi, LogFn, RawBytes, RawStr, STATUS_OK, WriteSink, log_level};
 use crate::provenance::Provenance;
 
@@ -254,8 +252,8 @@ impl Host {
             return Err(unavailable("the host does not offer calls between services"));
         }
         let mut record = Vec::new();
-        let output_sink = vec_sink(output);
-        let error_sink = vec_sink(&mut record);
+        let output_sink = WriteSink::for_vec(output);
+        let error_sink = WriteSink::for_vec(&mut record);
         // SAFETY: the host's `call_service` takes its own `ctx`, string and byte views valid for
         // the call, and two sinks that stay valid (their vectors are borrowed) until it returns.
         let status = unsafe {
@@ -365,32 +363,4 @@ pub(crate) fn write_to_sink(sink: &WriteSink, bytes: &[u8]) -> Result<(), Output
     // initialised memory valid for the call, which `bytes` is.
     let status = unsafe { write(sink.ctx, bytes.as_ptr(), bytes.len()) };
     if status == 0 { Ok(()) } else { Err(OutputFull) }
-}
-
-/// A sink that appends to `buffer`, for the plugin's own buffers; valid while `buffer` is
-/// borrowed.
-fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
-    WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: write_vec }
-}
-
-/// `WriteFn` for a plugin-owned `Vec<u8>`: appends, or returns 1 if the vector cannot grow.
-///
-/// # Safety
-/// `ctx` must be the `*mut Vec<u8>` of a live [`vec_sink`] borrow not otherwise used during the
-/// call; `data` must point at `len` readable bytes.
-unsafe extern "C" fn write_vec(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
-    if len == 0 {
-        return 0;
-    }
-    if data.is_null() {
-        return 1;
-    }
-    // SAFETY: `ctx` is the exclusive borrow taken by `vec_sink` (this function's contract).
-    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
-    if buffer.try_reserve(len).is_err() {
-        return 1;
-    }
-    // SAFETY: the caller passes `len` readable bytes at the non-null `data`.
-    buffer.extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
-    0
 }

@@ -176,24 +176,13 @@ mod tests {
         }
     }
 
-    unsafe extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
-        // SAFETY: the tests pass a `*mut Vec<u8>` they own as `ctx`, and the shims pass `len`
-        // readable bytes at `data`.
-        unsafe {
-            (*ctx.cast::<Vec<u8>>()).extend_from_slice(std::slice::from_raw_parts(data, len))
-        };
-        0
-    }
-
-    fn sink(buffer: &mut Vec<u8>) -> WriteSink {
-        WriteSink { ctx: (buffer as *mut Vec<u8>).cast(), write: append }
-    }
-
     fn new_echo() -> *mut c_void {
         let mut instance = std::ptr::null_mut();
         let mut error = Vec::new();
         // SAFETY: a null host is allowed, the out pointer and the sink are valid for the call.
-        let status = unsafe { create::<Echo>(std::ptr::null(), &mut instance, &sink(&mut error)) };
+        let status = unsafe {
+            create::<Echo>(std::ptr::null(), &mut instance, &WriteSink::for_vec(&mut error))
+        };
         assert_eq!(status, STATUS_OK);
         assert!(!instance.is_null());
         instance
@@ -207,8 +196,8 @@ mod tests {
                 instance,
                 RawStr::new(method),
                 RawBytes::new(input),
-                &sink(&mut output),
-                &sink(&mut error),
+                &WriteSink::for_vec(&mut output),
+                &WriteSink::for_vec(&mut error),
             )
         };
         (status, output, String::from_utf8(error).unwrap())
@@ -217,7 +206,7 @@ mod tests {
     fn destroy_echo(instance: *mut c_void) {
         let mut error = Vec::new();
         // SAFETY: `instance` is a live Echo and nothing uses it after this.
-        let status = unsafe { destroy::<Echo>(instance, &sink(&mut error)) };
+        let status = unsafe { destroy::<Echo>(instance, &WriteSink::for_vec(&mut error)) };
         assert_eq!(status, STATUS_OK);
     }
 
@@ -255,8 +244,8 @@ mod tests {
                 instance,
                 RawStr { ptr: bad.as_ptr(), len: bad.len() },
                 RawBytes::new(b""),
-                &sink(&mut output),
-                &sink(&mut error),
+                &WriteSink::for_vec(&mut output),
+                &WriteSink::for_vec(&mut error),
             )
         };
         assert_eq!(status, STATUS_ERROR);
@@ -269,7 +258,7 @@ mod tests {
         let instance = new_echo();
         let mut error = Vec::new();
         // SAFETY: `instance` is a live Echo; the sink is valid for the call.
-        let status = unsafe { health::<Echo>(instance, &sink(&mut error)) };
+        let status = unsafe { health::<Echo>(instance, &WriteSink::for_vec(&mut error)) };
         assert_eq!((status, error.as_slice()), (STATUS_ERROR, &b"unwell"[..]));
         destroy_echo(instance);
     }

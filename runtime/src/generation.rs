@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use graft_plugin_api::abi::{
     CallFn, HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+    WriteSink,
 };
 use parking_lot::{Condvar, Mutex};
 use semver::Version;
 
 use crate::events::{EventBus, EventKind};
-use crate::host::{provenance, vec_sink};
+use crate::host::provenance;
 use crate::loader::{Plugin, PluginInfo};
 use crate::probation::Probation;
 use crate::reaper::ReaperEvent;
@@ -108,7 +109,7 @@ impl Generation {
         let info = plugin.info();
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
-        let sink = vec_sink(&mut message);
+        let sink = WriteSink::for_vec(&mut message);
         let create = plugin.entry().create;
         // SAFETY: `create` comes from `plugin`, which is open; the host table is `'static`, so it
         // outlives every copy the plugin keeps; the out pointer and the sink are valid for the
@@ -162,7 +163,7 @@ impl Generation {
     /// Runs the instance's health check.
     pub fn check_health(&self) -> Result<(), Error> {
         let mut message = Vec::new();
-        let sink = vec_sink(&mut message);
+        let sink = WriteSink::for_vec(&mut message);
         let health = self.plugin.entry().health;
         // SAFETY: `health` comes from the open `plugin`, and `instance` is live (destroyed only in
         // `Drop`); the sink is valid for the call.
@@ -226,7 +227,7 @@ impl Generation {
 impl Drop for Generation {
     fn drop(&mut self) {
         let mut message = Vec::new();
-        let sink = vec_sink(&mut message);
+        let sink = WriteSink::for_vec(&mut message);
         let destroy = self.plugin.entry().destroy;
         // SAFETY: the last `Arc<Generation>` is gone, so no lease and no call refers to the
         // instance; it is destroyed once, here, while `plugin` is still open (the
@@ -480,8 +481,8 @@ impl Lease {
         let start = output.len();
         let mut message = Vec::new();
         let status = {
-            let output_sink = vec_sink(output);
-            let error_sink = vec_sink(&mut message);
+            let output_sink = WriteSink::for_vec(output);
+            let error_sink = WriteSink::for_vec(&mut message);
             // SAFETY: `target` is this lease's (the caller's contract), so it belongs to
             // `generation`, which this lease keeps alive (the type's invariant); method, input
             // and both sinks are valid for the call.

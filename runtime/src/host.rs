@@ -19,36 +19,6 @@ use parking_lot::Mutex;
 use crate::runtime::Shared;
 use crate::{Error, ServiceState};
 
-/// A sink that appends to `buffer`; valid while `buffer` is borrowed.
-pub(crate) fn vec_sink(buffer: &mut Vec<u8>) -> WriteSink {
-    WriteSink { ctx: (buffer as *mut Vec<u8>).cast::<c_void>(), write: write_vec }
-}
-
-/// `WriteFn` for a `Vec<u8>`: appends, or returns 1 if the vector cannot grow.
-///
-/// # Safety
-/// `ctx` must be the `*mut Vec<u8>` of a [`vec_sink`] whose borrow is live and not otherwise
-/// used during the call; `data` must point at `len` readable bytes.
-unsafe extern "C" fn write_vec(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
-    if len == 0 {
-        return 0;
-    }
-    if data.is_null() {
-        return 1;
-    }
-    // SAFETY: `ctx` is the exclusive borrow taken by `vec_sink` (this function's contract).
-    let buffer = unsafe { &mut *ctx.cast::<Vec<u8>>() };
-    if buffer.try_reserve(len).is_err() {
-        return 1;
-    }
-    // SAFETY: the plugin passes `len` readable bytes at the non-null `data` (the `WriteFn`
-    // contract).
-    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-    // Capacity is reserved above, so this cannot allocate or panic.
-    buffer.extend_from_slice(bytes);
-    0
-}
-
 /// What the callbacks need to know about the instance calling them: which runtime, service
 /// and version it belongs to.
 struct HostContext {
@@ -360,25 +330,6 @@ unsafe extern "C" fn log_line(ctx: *const c_void, level: u32, message: *const u8
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_vec_sink_appends_what_the_plugin_writes() {
-        let mut buffer = b"ab".to_vec();
-        let sink = vec_sink(&mut buffer);
-        // SAFETY: the sink borrows `buffer`, which nothing else touches until the calls return,
-        // and each data pointer is valid for its length.
-        unsafe {
-            assert_eq!((sink.write)(sink.ctx, b"cd".as_ptr(), 2), 0);
-            assert_eq!((sink.write)(sink.ctx, std::ptr::null(), 0), 0);
-            assert_eq!((sink.write)(sink.ctx, std::ptr::null(), 3), 1);
-        }
-        assert_eq!(buffer, b"abcd");
     }
 }
 

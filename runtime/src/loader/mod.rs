@@ -168,10 +168,9 @@ impl Loader {
 
 fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     check_elf(staged, source)?;
-    // SAFETY: loading a library runs its initialisers, which can do anything; the runtime's
-    // contract (documented on `Runtime::load`) is that loading a file is trusting it. The file is
-    // a private staged copy that passed the ELF checks above, so it is at least a complete shared
-    // object for this machine.
+    // Loading runs the library's initialisers, which can do anything: loading a file is trusting
+    // it (the contract documented on `Runtime::load`).
+    // SAFETY: a private staged copy that passed the ELF checks above, trusted by that contract.
     let library = unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| Error::Open { path: staged.to_path_buf(), source: e })?;
     // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
