@@ -17,6 +17,7 @@
 //!
 //! Any failure removes the staged copy.
 
+mod descriptor;
 pub(crate) mod elf;
 
 use std::fs::{File, OpenOptions};
@@ -25,18 +26,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use graft_plugin_api::abi::{
-    ABI_VERSION, BUILD_PANIC_UNWIND, CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HealthFn,
-    MAGIC, PluginDescriptor, PluginHeader, RawStr,
-};
+use graft_plugin_api::abi::{CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HealthFn};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use semver::{Version, VersionReq};
+use semver::Version;
 
 use crate::{Dependency, Error};
 use elf::ElfProblem;
-
-/// The longest string the runtime accepts in a descriptor.
-const MAX_DESCRIPTOR_STR: usize = 1024;
 
 /// What a plugin declares about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,178 +178,8 @@ fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     let descriptor = unsafe { entry() };
     // SAFETY: `descriptor` came from the entry point of `library`, which stays open for as long
     // as the returned references are used (they are copied into owned values below).
-    let (info, dependencies, entry) = unsafe { read_descriptor(descriptor, source, staged) }?;
+    let (info, dependencies, entry) = unsafe { descriptor::read(descriptor, source, staged) }?;
     Ok(Plugin { info, dependencies, entry, library: Some(library) })
-}
-
-/// Reads and checks the descriptor: the header first, and the rest only once the header is
-/// known to be graft's and of this ABI version.
-///
-/// # Safety
-/// `raw` must be what the entry point of a library returned, and that library must stay open
-/// during the call.
-unsafe fn read_descriptor(
-    raw: *const PluginDescriptor,
-    source: &Path,
-    staged: &Path,
-) -> Result<(PluginInfo, Vec<Dependency>, EntryPoints), Error> {
-    let invalid = |field: &'static str, reason: String| Error::InvalidDescriptor {
-        path: source.to_path_buf(),
-        field,
-        reason,
-    };
-    if raw.is_null() {
-        return Err(invalid("descriptor", "the entry point returned a null pointer".to_owned()));
-    }
-    // The whole descriptor is read below, so check its alignment, not only the header's.
-    if !raw.is_aligned() {
-        return Err(invalid("descriptor", format!("misaligned pointer {raw:p}")));
-    }
-    // SAFETY: `raw` is non-null and aligned, and every graft descriptor starts with a
-    // `PluginHeader`; only the header is read until its fields are checked.
-    let header = unsafe { raw.cast::<PluginHeader>().read() };
-    if header.magic != MAGIC {
-        return Err(Error::BadMagic { path: source.to_path_buf(), found: header.magic });
-    }
-    if header.abi_version != ABI_VERSION {
-        return Err(Error::AbiMismatch {
-            path: source.to_path_buf(),
-            expected: ABI_VERSION,
-            found: header.abi_version,
-        });
-    }
-    let expected = std::mem::size_of::<PluginDescriptor>();
-    if (header.descriptor_size as usize) < expected {
-        return Err(invalid(
-            "header.descriptor_size",
-            format!("{} bytes, ABI version {ABI_VERSION} needs {expected}", header.descriptor_size),
-        ));
-    }
-    // SAFETY: the header says this is a graft descriptor of our ABI version and at least as
-    // large as our `PluginDescriptor`, so the whole struct may be read.
-    let descriptor = unsafe { &*raw };
-    // SAFETY: the strings of a checked descriptor point at static data inside the library,
-    // which the caller keeps open during this call; each is copied into an owned value.
-    let (service, plugin_version, interface, interface_version, api_version) = unsafe {
-        (
-            text(descriptor.service_name, "service_name", source)?,
-            version(descriptor.plugin_version, "plugin_version", source)?,
-            text(descriptor.interface_name, "interface_name", source)?,
-            version(descriptor.interface_version, "interface_version", source)?,
-            version(descriptor.api_version, "api_version", source)?,
-        )
-    };
-    if service.is_empty() {
-        return Err(invalid("service_name", "empty".to_owned()));
-    }
-    if descriptor.build_flags & BUILD_PANIC_UNWIND == 0 {
-        return Err(Error::PanicAbortBuild {
-            path: source.to_path_buf(),
-            service,
-            version: plugin_version,
-        });
-    }
-    let missing = |field: &'static str| invalid(field, "null entry point".to_owned());
-    let entry = EntryPoints {
-        create: descriptor.create.ok_or_else(|| missing("create"))?,
-        call: descriptor.call.ok_or_else(|| missing("call"))?,
-        health: descriptor.health.ok_or_else(|| missing("health"))?,
-        destroy: descriptor.destroy.ok_or_else(|| missing("destroy"))?,
-    };
-    // SAFETY: the descriptor is checked and the library open (this function's contract).
-    let dependencies = unsafe { read_dependencies(descriptor, source) }?;
-    let info = PluginInfo {
-        service,
-        plugin_version,
-        interface,
-        interface_version,
-        api_version,
-        source: source.to_path_buf(),
-        staged: staged.to_path_buf(),
-    };
-    Ok((info, dependencies, entry))
-}
-
-/// The most dependencies a descriptor may declare.
-const MAX_DEPENDENCIES: usize = 256;
-
-/// Copies and parses a checked descriptor's dependency list.
-///
-/// # Safety
-/// `descriptor` must be a checked descriptor of this ABI version whose library is open.
-unsafe fn read_dependencies(
-    descriptor: &PluginDescriptor,
-    source: &Path,
-) -> Result<Vec<Dependency>, Error> {
-    let invalid = |reason: String| Error::InvalidDescriptor {
-        path: source.to_path_buf(),
-        field: "dependencies",
-        reason,
-    };
-    let len = descriptor.dependencies_len;
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    if len > MAX_DEPENDENCIES {
-        return Err(invalid(format!("{len} entries, at most {MAX_DEPENDENCIES}")));
-    }
-    let specs = descriptor.dependencies;
-    if specs.is_null() || !specs.is_aligned() {
-        return Err(invalid(format!("bad pointer {specs:p} for {len} entries")));
-    }
-    // SAFETY: non-null, aligned, and the plugin declares `len` specs there, in static data of the
-    // open library (the caller's contract).
-    let specs = unsafe { std::slice::from_raw_parts(specs, len) };
-    let mut dependencies = Vec::with_capacity(len);
-    for spec in specs {
-        // SAFETY: the strings of a checked descriptor point at static data of the open library.
-        let (service, requirement) = unsafe {
-            (
-                text(spec.service, "dependencies.service", source)?,
-                text(spec.requirement, "dependencies.requirement", source)?,
-            )
-        };
-        let requirement = VersionReq::parse(&requirement).map_err(|e| {
-            invalid(format!("`{requirement}` (for `{service}`) is not a semver requirement: {e}"))
-        })?;
-        if service.is_empty() {
-            return Err(invalid("a dependency with an empty name".to_owned()));
-        }
-        dependencies.push(Dependency { service, requirement });
-    }
-    Ok(dependencies)
-}
-
-/// Copies a descriptor string, refusing null pointers, absurd lengths and invalid UTF-8.
-///
-/// # Safety
-/// A non-null `raw.ptr` must point at `raw.len` bytes that are valid during the call.
-unsafe fn text(raw: RawStr, field: &'static str, source: &Path) -> Result<String, Error> {
-    let invalid =
-        |reason: String| Error::InvalidDescriptor { path: source.to_path_buf(), field, reason };
-    if raw.len > MAX_DESCRIPTOR_STR {
-        return Err(invalid(format!("{} bytes long, at most {MAX_DESCRIPTOR_STR}", raw.len)));
-    }
-    if raw.ptr.is_null() && raw.len > 0 {
-        return Err(invalid("null pointer".to_owned()));
-    }
-    // SAFETY: non-null (checked) and, by the caller's contract, valid for `len` bytes.
-    let bytes = unsafe { raw.as_bytes() };
-    std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| invalid(format!("not UTF-8: {e}")))
-}
-
-/// Copies and parses a descriptor's semver string.
-///
-/// # Safety
-/// As for [`text`].
-unsafe fn version(raw: RawStr, field: &'static str, source: &Path) -> Result<Version, Error> {
-    // SAFETY: the caller's contract is `text`'s.
-    let s = unsafe { text(raw, field, source) }?;
-    Version::parse(&s).map_err(|e| Error::InvalidDescriptor {
-        path: source.to_path_buf(),
-        field,
-        reason: format!("`{s}` is not a semver version: {e}"),
-    })
 }
 
 /// Checks the staged copy's ELF headers; errors name the source file the operator gave.
