@@ -92,6 +92,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Loading would bring the process too close to a per-process limit that plugin loads use
+    /// up for good (see [`crate::LoadBudget`]).
+    LoadBudgetExhausted {
+        /// The file whose load was refused.
+        path: PathBuf,
+        /// What is running out, e.g. `"pthread keys"`.
+        resource: &'static str,
+        /// How many are left.
+        remaining: usize,
+        /// How many the runtime keeps free.
+        reserve: usize,
+    },
     /// The plugin was built with `panic = "abort"`: its first panic would abort the host.
     PanicAbortBuild {
         /// The file.
@@ -228,8 +240,9 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
     },
-    /// The generation was still loaded when the deadline to wait for its unloading passed.
-    UnloadTimeout {
+    /// The generation's instance was not destroyed yet when the deadline to wait for its
+    /// retirement passed.
+    RetireTimeout {
         /// The service.
         service: String,
         /// The version of the generation.
@@ -454,9 +467,16 @@ impl fmt::Display for Error {
                 f,
                 "{service} {version} (generation {generation}) still has calls running after {waited:?}"
             ),
-            Error::UnloadTimeout { service, version, generation, waited } => write!(
+            Error::RetireTimeout { service, version, generation, waited } => write!(
                 f,
-                "{service} {version} (generation {generation}) is still loaded after {waited:?}"
+                "{service} {version} (generation {generation}) is not retired after {waited:?}"
+            ),
+            Error::LoadBudgetExhausted { path, resource, remaining, reserve } => write!(
+                f,
+                "refusing to load {}: only {remaining} {resource} are left, fewer than the \
+                 {reserve} the runtime keeps in reserve; retired plugin libraries stay mapped and \
+                 keep what they took, so restart the host process to reclaim them",
+                path.display()
             ),
             Error::Thread { source } => write!(f, "starting the runtime's thread failed: {source}"),
             Error::Stopped { service, state } => {

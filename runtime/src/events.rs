@@ -61,6 +61,12 @@ pub enum EventKind {
         /// The generation.
         generation: GenerationId,
     },
+    /// A generation out of the history, drained, had its instance destroyed (on the runtime's
+    /// retire thread). Its library stays mapped: graft never unmaps plugin code.
+    Retired {
+        /// The generation.
+        generation: GenerationId,
+    },
     /// An earlier generation was published again; `version` is the one serving now.
     RolledBack {
         /// The version rolled back from.

@@ -65,11 +65,9 @@ pub(crate) struct Generation {
     /// The name the instance serves under (the descriptor's, or the alias it was loaded as).
     service: Arc<str>,
     hooks: Hooks,
-    /// Released when dropped, after `Drop::drop` destroyed the instance.
-    plugin: Arc<Plugin>,
-    /// Declared last so that it is dropped last: it reports the generation unloaded only once
-    /// `plugin` is closed.
-    life: LifeOwner,
+    /// Taken out only in `Drop`, which hands it to the retire thread with the instance.
+    plugin: ManuallyDrop<Arc<Plugin>>,
+    life: Arc<Life>,
 }
 
 // SAFETY: `instance` is an instance of a `graft_plugin_api::Service`, which is `Send + Sync`,
@@ -135,9 +133,9 @@ impl Generation {
                 });
             }
         }
-        let life = LifeOwner(Arc::new(Life::new(id, &service, &info.plugin_version)));
+        let life = Arc::new(Life::new(id, &service, &info.plugin_version, &info.staged));
         tracing::debug!(service = %service, version = %info.plugin_version, generation = %id, "instance created");
-        Ok(Generation { id, instance, service, hooks, plugin, life })
+        Ok(Generation { id, instance, service, hooks, plugin: ManuallyDrop::new(plugin), life })
     }
 
     pub fn version(&self) -> &Version {
@@ -157,7 +155,7 @@ impl Generation {
     }
 
     pub fn watch(&self) -> GenerationWatch {
-        GenerationWatch { life: Arc::clone(&self.life.0) }
+        GenerationWatch { life: Arc::clone(&self.life) }
     }
 
     /// Runs the instance's health check.
@@ -184,30 +182,31 @@ impl Generation {
         }
     }
 
-    /// Marks the generation as out of the history: the reaper unloads it once drained.
+    /// Marks the generation as out of the history: it is retired once drained.
     pub fn retire(self: Arc<Self>) {
-        self.life.0.state.lock().retired = true;
-        // The reaper checks the drain itself; if it is gone (the runtime is shutting down), the
-        // last `Arc` unloads the generation wherever it is dropped, which is just as safe.
+        self.life.state.lock().out_of_history = true;
+        // The reaper watches the drain's deadline; if it is gone (the runtime is shutting down),
+        // the last `Arc` is dropped wherever that happens, which is just as safe: the instance
+        // is destroyed on the retire thread whoever drops it.
         let _ = self.hooks.reaper.send(ReaperEvent::Retire(Arc::clone(&self)));
     }
 
     pub fn is_drained(&self) -> bool {
-        self.life.0.state.lock().leases == 0
+        self.life.state.lock().leases == 0
     }
 
     /// Drops one lease's reference. When it was the last live lease the generation is drained:
-    /// waiters are woken and, if the generation is retired, this reference goes to the reaper,
-    /// which then holds the last one, so the unload runs on the reaper's thread, not here.
+    /// waiters are woken and, if the generation is out of the history, this reference goes to
+    /// the reaper, which stops watching its drain deadline and drops it.
     fn release_lease(self: Arc<Self>) {
-        let retired = {
-            let mut state = self.life.0.state.lock();
+        let out_of_history = {
+            let mut state = self.life.state.lock();
             state.leases -= 1;
             if state.leases > 0 {
                 return;
             }
-            self.life.0.changed.notify_all();
-            state.retired
+            self.life.changed.notify_all();
+            state.out_of_history
         };
         tracing::info!(service = %self.service, version = %self.version(), generation = %self.id, "generation drained");
         self.hooks.events.emit(
@@ -215,7 +214,7 @@ impl Generation {
             self.version(),
             EventKind::Drained { generation: self.id },
         );
-        if retired {
+        if out_of_history {
             let reaper = self.hooks.reaper.clone();
             // If the reaper is gone (the runtime is shutting down), the event comes back in the
             // error and the generation is dropped here, which is just as safe.
@@ -225,15 +224,53 @@ impl Generation {
 }
 
 impl Drop for Generation {
+    /// Hands the instance to the retire thread: it is destroyed there, whichever thread dropped
+    /// the last reference (see [`crate::retire`]).
     fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and nothing reads `self.plugin` after this line.
+        let plugin = unsafe { ManuallyDrop::take(&mut self.plugin) };
+        let doomed = Doomed {
+            instance: self.instance,
+            plugin,
+            service: Arc::clone(&self.service),
+            id: self.id,
+            life: Arc::clone(&self.life),
+            events: Arc::clone(&self.hooks.events),
+        };
+        crate::retire::submit(Box::new(move || doomed.retire()));
+    }
+}
+
+/// An instance on its way to the retire thread, with the library reference that keeps its code
+/// mapped.
+///
+/// Invariant: `instance` was made by `plugin`'s `create`, no lease or call refers to it any
+/// more (the last `Arc<Generation>` is gone), and only `retire` destroys it, once.
+struct Doomed {
+    instance: *mut c_void,
+    plugin: Arc<Plugin>,
+    service: Arc<str>,
+    id: GenerationId,
+    life: Arc<Life>,
+    events: Arc<EventBus>,
+}
+
+// SAFETY: `instance` is an instance of a `Send + Sync` service (see `Generation`), reached only
+// through the plugin's `destroy`, which the ABI allows on any thread; the other fields are
+// `Send` on their own.
+unsafe impl Send for Doomed {}
+
+impl Doomed {
+    /// Destroys the instance and releases the library (which stays mapped), then reports the
+    /// generation retired. Runs on the retire thread.
+    fn retire(self) {
         let mut message = Vec::new();
         let sink = WriteSink::for_vec(&mut message);
         let destroy = self.plugin.entry().destroy;
-        // SAFETY: the last `Arc<Generation>` is gone, so no lease and no call refers to the
-        // instance; it is destroyed once, here, while `plugin` is still open (the
-        // type's invariant).
+        // SAFETY: the type's invariant: nothing refers to the instance any more and it is
+        // destroyed once, here, while `plugin` keeps its library mapped.
         let status = unsafe { destroy(self.instance, &sink) };
-        let version = self.version();
+        let version = self.plugin.info().plugin_version.clone();
         if status != STATUS_OK {
             tracing::warn!(
                 service = %self.service,
@@ -243,32 +280,28 @@ impl Drop for Generation {
                 "destroying the instance failed"
             );
         }
-        tracing::info!(service = %self.service, version = %version, generation = %self.id, "generation unloaded");
-        // The fields are dropped after this body, in declaration order: `plugin` releases the
-        // library (closing it if this was its last generation), then `life` reports the
-        // generation unloaded.
+        // The library is never closed: with its last generation it is kept mapped, and its
+        // staged file is removed (`loader::retained`).
+        drop(self.plugin);
+        tracing::info!(service = %self.service, version = %version, generation = %self.id,
+            "generation retired; its library stays mapped");
+        // Reported before the waiters wake, so that a waiter finds the event already sent.
+        self.events.emit(&self.service, &version, EventKind::Retired { generation: self.id });
+        let mut state = self.life.state.lock();
+        state.destroyed = true;
+        self.life.changed.notify_all();
     }
 }
 
-/// The generation's own reference to its [`Life`]; dropping it marks the generation unloaded.
-#[derive(Debug)]
-struct LifeOwner(Arc<Life>);
-
-impl Drop for LifeOwner {
-    fn drop(&mut self) {
-        let mut state = self.0.state.lock();
-        state.unloaded = true;
-        self.0.changed.notify_all();
-    }
-}
-
-/// The drain and unload state of a generation, shared with [`GenerationWatch`]es, which may
-/// outlive the generation.
+/// The drain and retirement state of a generation, shared with [`GenerationWatch`]es, which
+/// may outlive the generation.
 #[derive(Debug)]
 struct Life {
     id: GenerationId,
     service: String,
     version: Version,
+    /// The staged copy its library was loaded from, to tell whether it is still mapped.
+    staged: std::path::PathBuf,
     state: Mutex<LifeState>,
     changed: Condvar,
 }
@@ -277,35 +310,36 @@ struct Life {
 struct LifeState {
     /// Live leases: 1 while published, plus one per earlier publication still draining.
     leases: usize,
-    /// Out of the history: to be unloaded once drained.
-    retired: bool,
-    /// Destroyed and its library closed.
-    unloaded: bool,
+    /// Out of the history: retired once drained.
+    out_of_history: bool,
+    /// Its instance destroyed (on the retire thread) and its library reference released.
+    destroyed: bool,
 }
 
 impl Life {
-    fn new(id: GenerationId, service: &str, version: &Version) -> Self {
+    fn new(id: GenerationId, service: &str, version: &Version, staged: &std::path::Path) -> Self {
         Life {
             id,
             service: service.to_owned(),
             version: version.clone(),
+            staged: staged.to_path_buf(),
             state: Mutex::new(LifeState::default()),
             changed: Condvar::new(),
         }
     }
 }
 
-/// Watches one generation's drain and unload without keeping it loaded.
+/// Watches one generation's drain and retirement without keeping it alive.
 #[derive(Debug, Clone)]
 pub struct GenerationWatch {
     life: Arc<Life>,
 }
 
 impl GenerationWatch {
-    /// A watch on no generation: drained and unloaded from the start.
+    /// A watch on no generation: drained and retired from the start.
     pub(crate) fn detached() -> Self {
-        let life = Life::new(GenerationId(0), "", &Version::new(0, 0, 0));
-        life.state.lock().unloaded = true;
+        let life = Life::new(GenerationId(0), "", &Version::new(0, 0, 0), std::path::Path::new(""));
+        life.state.lock().destroyed = true;
         GenerationWatch { life: Arc::new(life) }
     }
 
@@ -325,16 +359,24 @@ impl GenerationWatch {
         self.life.state.lock().leases == 0
     }
 
-    /// True once its instance is destroyed and its reference to the library released (the
-    /// library closes with the last generation made from it).
-    pub fn is_unloaded(&self) -> bool {
-        self.life.state.lock().unloaded
+    /// True once the generation is retired: its instance destroyed (on the runtime's retire
+    /// thread) and its reference to the library released. The library itself is never unmapped
+    /// (see [`GenerationWatch::is_mapped`]).
+    pub fn is_retired(&self) -> bool {
+        self.life.state.lock().destroyed
+    }
+
+    /// Whether the generation's library is mapped into the process, as `/proc/self/maps` shows
+    /// it now. graft never unmaps a plugin library (a Rust cdylib leaves thread-exit work
+    /// pointing into its code), so this stays true after retirement; it is read, not assumed.
+    pub fn is_mapped(&self) -> bool {
+        crate::loader::retained::is_mapped(&self.life.staged)
     }
 
     /// Waits until the generation is drained, at most `timeout`. A timeout is reported as
     /// [`Error::DrainTimeout`]; nothing is forced.
     pub fn wait_drained(&self, timeout: Duration) -> Result<(), Error> {
-        self.wait(timeout, |s| s.leases == 0 || s.unloaded).map_err(|waited| Error::DrainTimeout {
+        self.wait(timeout, |s| s.leases == 0 || s.destroyed).map_err(|waited| Error::DrainTimeout {
             service: self.life.service.clone(),
             version: self.life.version.clone(),
             generation: self.life.id,
@@ -342,10 +384,10 @@ impl GenerationWatch {
         })
     }
 
-    /// Waits until the generation is unloaded, at most `timeout`. A generation kept in the
-    /// history is not unloaded; this waits for ones that left it.
-    pub fn wait_unloaded(&self, timeout: Duration) -> Result<(), Error> {
-        self.wait(timeout, |s| s.unloaded).map_err(|waited| Error::UnloadTimeout {
+    /// Waits until the generation is retired (its instance destroyed), at most `timeout`. A
+    /// generation kept in the history is not retired; this waits for ones that left it.
+    pub fn wait_retired(&self, timeout: Duration) -> Result<(), Error> {
+        self.wait(timeout, |s| s.destroyed).map_err(|waited| Error::RetireTimeout {
             service: self.life.service.clone(),
             version: self.life.version.clone(),
             generation: self.life.id,
@@ -379,7 +421,7 @@ impl GenerationWatch {
 /// `generation`, kept here so that a call reads them without a second indirection; it is `Some`
 /// only when `generation` is, and valid while it is, which this lease keeps alive.
 pub(crate) struct Lease {
-    target: Option<Target>,
+    target: Option<(*mut c_void, CallFn)>,
     state: ServiceState,
     /// For a paused or starting lease: where waiting calls block until the state changes.
     gate: Option<Arc<Gate>>,
@@ -389,10 +431,13 @@ pub(crate) struct Lease {
     generation: ManuallyDrop<Option<Arc<Generation>>>,
 }
 
+/// A serving lease's call target, borrowed from the lease: it cannot outlive the lease that
+/// keeps its generation (and so its instance and code) alive.
 #[derive(Clone, Copy)]
-pub(crate) struct Target {
+pub(crate) struct Target<'lease> {
     instance: *mut c_void,
     call: CallFn,
+    _lease: std::marker::PhantomData<&'lease Lease>,
 }
 
 // SAFETY: the raw pointer and function pointer are the generation's, which is `Send + Sync`
@@ -413,7 +458,7 @@ impl fmt::Debug for Lease {
 impl Lease {
     /// Publishes `generation` as serving, under `probation` if given.
     pub fn serving(generation: Arc<Generation>, probation: Option<Arc<Probation>>) -> Lease {
-        let target = Target { instance: generation.instance, call: generation.plugin.entry().call };
+        let target = (generation.instance, generation.plugin.entry().call);
         Lease::with(ServiceState::Running, Some(target), None, probation, Some(generation))
     }
 
@@ -435,13 +480,13 @@ impl Lease {
 
     fn with(
         state: ServiceState,
-        target: Option<Target>,
+        target: Option<(*mut c_void, CallFn)>,
         gate: Option<Arc<Gate>>,
         probation: Option<Arc<Probation>>,
         generation: Option<Arc<Generation>>,
     ) -> Lease {
         if let Some(generation) = &generation {
-            generation.life.0.state.lock().leases += 1;
+            generation.life.state.lock().leases += 1;
         }
         Lease { target, state, gate, probation, generation: ManuallyDrop::new(generation) }
     }
@@ -462,18 +507,24 @@ impl Lease {
         self.probation.as_ref()
     }
 
-    /// The call target, if this lease serves.
+    /// The call target, if this lease serves, borrowed from it.
     #[inline]
-    pub fn target(&self) -> Option<Target> {
-        self.target
+    pub fn target(&self) -> Option<Target<'_>> {
+        self.target.map(|(instance, call)| Target {
+            instance,
+            call,
+            _lease: std::marker::PhantomData,
+        })
     }
 
-    /// Calls `method` on `target` (this lease's), appending the answer to `output`. On error
-    /// `output` is left as it was.
+    /// Calls `method` on `target`, appending the answer to `output`. On error `output` is left as
+    /// it was. `target` borrows a live lease (the one it came from), which keeps its instance
+    /// alive for the call: it is sound whichever lease it came from, and the callers pass this
+    /// lease's own, so that errors name the right generation.
     #[inline]
     pub fn invoke(
         &self,
-        target: Target,
+        target: Target<'_>,
         method: &str,
         input: &[u8],
         output: &mut Vec<u8>,
@@ -483,8 +534,8 @@ impl Lease {
         let status = {
             let output_sink = WriteSink::for_vec(output);
             let error_sink = WriteSink::for_vec(&mut message);
-            // SAFETY: `target` is this lease's (the caller's contract), so it belongs to
-            // `generation`, which this lease keeps alive (the type's invariant); method, input
+            // SAFETY: `target` borrows the lease it came from, which keeps that generation, its
+            // instance and its library alive for the call (the type's invariant); method, input
             // and both sinks are valid for the call.
             unsafe {
                 (target.call)(

@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod budget;
 mod error;
 mod events;
 mod fault;
@@ -61,6 +62,7 @@ mod loader;
 mod policy;
 mod probation;
 mod reaper;
+mod retire;
 mod runtime;
 mod supervisor;
 #[cfg(test)]
@@ -68,13 +70,16 @@ mod test_rng;
 mod watch;
 
 pub use batch::{BatchReport, Outcome};
+pub use budget::{KEY_RESERVE, LoadBudget, MAP_RESERVE};
 pub use error::{Error, Hop};
 pub use events::{Event, EventKind, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
 pub use handle::ServiceHandle;
 pub use history::{Manifest, ManifestEntry};
 pub use loader::PluginInfo;
+pub use loader::retained::RetiredLibrary;
 pub use policy::{ProbationPolicy, RestartPolicy};
+pub use retire::RETIRE_THREAD;
 pub use runtime::{
     DEFAULT_CALL_DEADLINE, DEFAULT_DRAIN_DEADLINE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HISTORY_DEPTH,
     DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,

@@ -1,9 +1,10 @@
-//! The reaper: the runtime's one background thread, which unloads generations that left the
-//! history once their last call has returned, and reports drains that miss their deadline.
+//! The reaper: the runtime's thread that holds generations that left the history until their
+//! last call has returned, and reports drains that miss their deadline.
 //!
-//! It is driven by one closed enum of events. Unloading runs here rather than on whichever
-//! caller thread happened to finish the last call, so a caller never pays for a `dlclose`.
-//! Waiting is not forced: a drain past its deadline is reported once and waited for still.
+//! It is driven by one closed enum of events. When a retired generation drains, the reaper drops
+//! its reference; the instance is then destroyed on the retire thread ([`crate::retire`]), whoever
+//! dropped the last reference. Waiting is not forced: a drain past its deadline is reported once
+//! and waited for still.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::generation::{Generation, GenerationId};
 /// What the reaper is told.
 #[derive(Debug)]
 pub(crate) enum ReaperEvent {
-    /// The generation left the history; unload it once drained.
+    /// The generation left the history; it is retired once drained.
     Retire(Arc<Generation>),
     /// The last lease of a retired generation was dropped; this is the lease's reference.
     Drained(Arc<Generation>),
@@ -96,12 +97,12 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
                     pending
                         .insert(generation.id(), Pending { generation, deadline, reported: false });
                 }
-                // Otherwise `generation` is dropped here: destroyed and unloaded on this thread.
+                // Otherwise `generation` is dropped here, and destroyed on the retire thread.
             }
             ReaperEvent::Drained(generation) => {
-                // With the pending reference removed, `generation` is the last one and the
-                // unload runs here. A generation drained before its `Retire` arrived is not
-                // pending; its `Retire` finds it drained and drops it then.
+                // With the pending reference removed, `generation` is the last one; dropping it
+                // hands the instance to the retire thread. A generation drained before its
+                // `Retire` arrived is not pending; its `Retire` finds it drained and drops it then.
                 pending.remove(&generation.id());
             }
             ReaperEvent::Shutdown => break,
@@ -116,8 +117,8 @@ fn run(inbox: &Receiver<ReaperEvent>, drain_deadline: Duration) {
     while let Ok(event) = inbox.try_recv() {
         drop(event);
     }
-    // Generations still draining are released here; each is unloaded by whichever thread drops
-    // its last reference, which can only happen once its last call has returned.
+    // Generations still draining are released here; each is destroyed on the retire thread once
+    // whichever thread holds its last reference (its last call) lets go.
 }
 
 fn report_overdue(pending: &mut HashMap<GenerationId, Pending>, drain_deadline: Duration) {
@@ -174,11 +175,12 @@ mod tests {
         let lease = Lease::serving(Arc::clone(&generation), None);
         generation.retire();
         assert!(reaper.sync(), "the reaper must survive a retire with that deadline");
-        assert!(!watch.is_unloaded());
+        assert!(!watch.is_retired());
 
         drop(lease);
-        watch.wait_unloaded(Duration::from_secs(20)).unwrap();
+        watch.wait_retired(Duration::from_secs(20)).unwrap();
         assert!(reaper.sync());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the staged copy is removed");
+        assert!(watch.is_mapped(), "the library stays mapped: graft never unmaps plugin code");
     }
 }

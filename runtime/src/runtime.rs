@@ -651,6 +651,20 @@ impl Runtime {
         status
     }
 
+    /// How much is left of the per-process limits that plugin loads use up for good (pthread
+    /// keys, memory mappings). A load is refused with [`Error::LoadBudgetExhausted`] before one
+    /// runs out; see [`LoadBudget`](crate::LoadBudget).
+    pub fn load_budget(&self) -> crate::LoadBudget {
+        crate::LoadBudget::now()
+    }
+
+    /// Every plugin library that left service in this process (from any runtime) and stays
+    /// mapped, with the memory it takes now. graft never unmaps plugin code: see
+    /// [`GenerationWatch::is_mapped`].
+    pub fn retired_libraries(&self) -> Vec<crate::RetiredLibrary> {
+        crate::loader::retained::retired()
+    }
+
     /// The status of `service`.
     pub fn service_status(&self, service: &str) -> Result<ServiceStatus, Error> {
         Ok(self.shared.slot(service)?.status())
@@ -807,8 +821,14 @@ impl Shared {
             host,
             self.hooks.clone(),
         )?;
-        // On failure the generation is dropped here: destroyed before returning.
-        generation.check_health()?;
+        if let Err(error) = generation.check_health() {
+            // Destroyed on the retire thread; wait for it, so that a refused build is gone (its
+            // staged file too) when the operation returns, as if it had never been loaded.
+            let watch = generation.watch();
+            drop(generation);
+            let _ = watch.wait_retired(self.config.stop_deadline);
+            return Err(error);
+        }
         Ok(Arc::new(generation))
     }
 
@@ -954,7 +974,7 @@ impl Shared {
         serving.retire();
         let deadline = self.config.stop_deadline;
         let drained = watch.wait_drained(deadline).is_ok()
-            && watch.wait_unloaded(deadline.saturating_sub(started.elapsed())).is_ok();
+            && watch.wait_retired(deadline.saturating_sub(started.elapsed())).is_ok();
         if !drained {
             tracing::warn!(service = %slot.name, version = %version, deadline = ?deadline,
                 "stop deadline passed with calls still running; the instance is destroyed when they return");

@@ -7,6 +7,7 @@ mod history;
 mod lifecycle;
 mod panics;
 mod refusals;
+mod retire;
 mod stress;
 mod supervision;
 mod swap;

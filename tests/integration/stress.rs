@@ -80,12 +80,12 @@ fn swaps_and_rollbacks_under_load_lose_no_call() {
     assert_eq!(total.issued, total.answered_1_0 + total.answered_1_1, "{total:?}");
     assert!(total.answered_1_0 > 0 && total.answered_1_1 > 0, "both builds served: {total:?}");
 
-    // Every 1.1 generation but the last fell out of the history; each must drain and unload.
+    // Every 1.1 generation but the last fell out of the history; each must drain and retire.
     let (last, earlier) = rolled_back.split_last().unwrap();
     for watch in earlier {
-        watch.wait_unloaded(PATIENCE).unwrap();
+        watch.wait_retired(PATIENCE).unwrap();
     }
-    assert!(!last.is_unloaded(), "the last 1.1 build is the rollback target and stays loaded");
+    assert!(!last.is_retired(), "the last 1.1 build is the rollback target and stays loaded");
     assert_eq!(
         setup.staged_files(),
         2,

@@ -92,12 +92,12 @@ fn history_depth_bounds_the_generations_kept_loaded() {
     }
     let status = setup.runtime.service_status("greeter").unwrap();
     assert_eq!(status.history.len(), 2);
-    // The two oldest generations fell out of the history and, with no call running, unload.
+    // The two oldest generations fell out of the history and, with no call running, retire.
     for watch in &retired[..2] {
-        watch.wait_unloaded(super::PATIENCE).unwrap();
+        watch.wait_retired(super::PATIENCE).unwrap();
     }
     for watch in &retired[2..] {
-        assert!(!watch.is_unloaded());
+        assert!(!watch.is_retired());
     }
     assert_eq!(setup.staged_files(), 3);
 }

@@ -49,11 +49,15 @@ pub enum Fixture {
     Crashy,
     /// The `rendezvous` service.
     Rendezvous,
+    /// The `threads` service 1.0.0: plugin code using `std`'s threads on host threads.
+    Threads1_0,
+    /// The `threads` service 1.1.0.
+    Threads1_1,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 15] = [
+    pub const ALL: [Fixture; 17] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -69,6 +73,8 @@ impl Fixture {
         Fixture::GatedWorker,
         Fixture::Crashy,
         Fixture::Rendezvous,
+        Fixture::Threads1_0,
+        Fixture::Threads1_1,
     ];
 
     /// The cargo package that builds it.
@@ -89,6 +95,8 @@ impl Fixture {
             Fixture::GatedWorker => "fixture-gated-worker",
             Fixture::Crashy => "fixture-crashy",
             Fixture::Rendezvous => "fixture-rendezvous",
+            Fixture::Threads1_0 => "fixture-threads-1",
+            Fixture::Threads1_1 => "fixture-threads-2",
         }
     }
 
@@ -106,9 +114,12 @@ impl Fixture {
             Fixture::PanicAbort => "1.7.0",
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
-            Fixture::Worker | Fixture::GatedWorker | Fixture::Crashy | Fixture::Rendezvous => {
-                "1.0.0"
-            }
+            Fixture::Worker
+            | Fixture::GatedWorker
+            | Fixture::Crashy
+            | Fixture::Rendezvous
+            | Fixture::Threads1_0 => "1.0.0",
+            Fixture::Threads1_1 => "1.1.0",
         }
     }
 
@@ -148,6 +159,18 @@ pub fn path(fixture: Fixture) -> Result<PathBuf, BuildError> {
 /// The `crash_host` example of graft-runtime, built with its kill points (the
 /// `fault-injection` feature) once per process, into the fixtures' target directory.
 pub fn crash_host() -> Result<PathBuf, BuildError> {
+    Ok(examples()?.join("crash_host"))
+}
+
+/// The `retire_host` example of graft-runtime (the retirement scenarios that crashed hosts),
+/// built once per process with the other examples.
+pub fn retire_host() -> Result<PathBuf, BuildError> {
+    Ok(examples()?.join("retire_host"))
+}
+
+/// Builds the runtime's example hosts once per process (one cargo command, the kill points
+/// enabled) and returns their directory.
+fn examples() -> Result<PathBuf, BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -157,7 +180,8 @@ pub fn crash_host() -> Result<PathBuf, BuildError> {
             let output = Command::new(cargo)
                 .current_dir(&root)
                 .args(["build", "--quiet", "--profile", "plugin", "-p", "graft-runtime"])
-                .args(["--example", "crash_host", "--features", "fault-injection", "--target-dir"])
+                .args(["--example", "crash_host", "--example", "retire_host"])
+                .args(["--features", "fault-injection", "--target-dir"])
                 .arg(&target)
                 .env_remove("RUSTFLAGS")
                 .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -165,11 +189,11 @@ pub fn crash_host() -> Result<PathBuf, BuildError> {
                 .map_err(|e| BuildError(format!("running cargo: {e}")))?;
             if !output.status.success() {
                 return Err(BuildError(format!(
-                    "building crash_host: {}",
+                    "building the example hosts: {}",
                     String::from_utf8_lossy(&output.stderr)
                 )));
             }
-            Ok(target.join("plugin").join("examples").join("crash_host"))
+            Ok(target.join("plugin").join("examples"))
         })
         .clone()
 }

@@ -19,6 +19,7 @@
 
 mod descriptor;
 pub(crate) mod elf;
+pub(crate) mod retained;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -92,17 +93,18 @@ impl Plugin {
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        if let Some(library) = self.library.take()
-            && let Err(error) = library.close()
-        {
-            tracing::warn!(
-                service = %self.info.service,
-                version = %self.info.plugin_version,
-                %error,
-                "closing the plugin library failed"
+        // Never closed: a retired library stays mapped (see `crate::retire`), and its staged
+        // file is removed.
+        if let Some(library) = self.library.take() {
+            let info = &self.info;
+            retained::keep(
+                library,
+                &info.service,
+                &info.plugin_version,
+                &info.source,
+                &info.staged,
             );
         }
-        remove_staged(&self.info.staged);
     }
 }
 
@@ -163,11 +165,32 @@ impl Loader {
 
 fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     check_elf(staged, source)?;
+    crate::budget::check_load(source)?;
     // Loading runs the library's initialisers, which can do anything: loading a file is trusting
     // it (the contract documented on `Runtime::load`).
     // SAFETY: a private staged copy that passed the ELF checks above, trusted by that contract.
     let library = unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| Error::Open { path: staged.to_path_buf(), source: e })?;
+        .map_err(|e| Error::Open { path: source.to_path_buf(), source: e })?;
+    match read_library(&library, source, staged) {
+        Ok((info, dependencies, entry)) => {
+            Ok(Plugin { info, dependencies, entry, library: Some(library) })
+        }
+        Err(error) => {
+            // Its initialisers ran, and may have left thread-exit work pointing into it: a
+            // refused library is kept mapped like a retired one, never closed.
+            let unknown = semver::Version::new(0, 0, 0);
+            retained::keep(library, "(refused)", &unknown, source, staged);
+            Err(error)
+        }
+    }
+}
+
+/// Finds the entry symbol of an open library and reads its descriptor.
+fn read_library(
+    library: &Library,
+    source: &Path,
+    staged: &Path,
+) -> Result<(PluginInfo, Vec<Dependency>, EntryPoints), Error> {
     // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
     // name with another type breaks the ABI, which loading it trusts it not to.
     let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| {
@@ -177,9 +200,8 @@ fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     // is called while `library` is open.
     let descriptor = unsafe { entry() };
     // SAFETY: `descriptor` came from the entry point of `library`, which stays open for as long
-    // as the returned references are used (they are copied into owned values below).
-    let (info, dependencies, entry) = unsafe { descriptor::read(descriptor, source, staged) }?;
-    Ok(Plugin { info, dependencies, entry, library: Some(library) })
+    // as the returned references are used (they are copied into owned values).
+    unsafe { descriptor::read(descriptor, source, staged) }
 }
 
 /// Checks the staged copy's ELF headers; errors name the source file the operator gave.
@@ -208,7 +230,7 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error 
     Error::Io { action, path: path.to_path_buf(), source }
 }
 
-fn remove_staged(staged: &Path) {
+pub(crate) fn remove_staged(staged: &Path) {
     match std::fs::remove_file(staged) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
