@@ -20,6 +20,10 @@
 //!   descriptor checks, version gate, create, health check, publish) over the floor of copying
 //!   the file, `dlopen`ing it, looking the entry symbol up and closing it again. What lies above
 //!   1 is graft's own work.
+//! - `swap/retire`, in absolute microseconds: from the return of a swap (with no history) to the
+//!   replaced generation retired: its drain noticed, its instance destroyed on the retire thread,
+//!   its library kept mapped and its staged file removed. No caller waits for it; it bounds how
+//!   soon a retired build stops costing anything but its mapping.
 //! - `swap/rollback`, in absolute nanoseconds: republishing a build still loaded, with no disk
 //!   and no `dlopen`. It bounds how fast an operator can back out of a bad swap.
 //! - `lifecycle/start_all_parallel` ÷ `lifecycle/start_all_sequential`: `Runtime::start_all` of
@@ -159,7 +163,7 @@ fn calls(c: &mut Criterion) {
     drop(raw);
 }
 
-/// `swap/baseline_copy_dlopen_dlsym`, `swap/full` and `swap/rollback`.
+/// `swap/baseline_copy_dlopen_dlsym`, `swap/full`, `swap/retire` and `swap/rollback`.
 fn swap(c: &mut Criterion) {
     let v1_0 = fixture(Fixture::Greeter1_0);
     let v1_1 = fixture(Fixture::Greeter1_1);
@@ -202,6 +206,24 @@ fn swap(c: &mut Criterion) {
             let target = targets[swaps % targets.len()];
             swaps += 1;
             runtime.swap("greeter", target).expect("swapping greeter")
+        });
+    });
+    drop(runtime);
+
+    let runtime = Runtime::builder().history_depth(0).build().expect("building a runtime");
+    runtime.load_and_start(&v1_0).expect("loading greeter 1.0");
+    group.bench_function("retire", |b| {
+        b.iter_custom(|iterations| {
+            let mut retiring = Duration::ZERO;
+            for _ in 0..iterations {
+                let target = targets[swaps % targets.len()];
+                swaps += 1;
+                let report = runtime.swap("greeter", target).expect("swapping greeter");
+                let start = Instant::now();
+                report.previous.wait_retired(Duration::from_secs(20)).expect("retiring");
+                retiring += start.elapsed();
+            }
+            retiring
         });
     });
     drop(runtime);

@@ -79,8 +79,22 @@ impl LoadBudget {
 }
 
 /// Refuses the load of `path` if it would come too close to a per-process limit.
+///
+/// Keys are probed on every load (a few `pthread_key_create` calls). Mappings are counted from
+/// `/proc/self/maps` only when an upper estimate says the reserve could be near: the count read
+/// last time plus [`MAPS_PER_LOAD`] for every load since. Reading the file costs in proportion to
+/// the mappings, so reading it on every load would make loads slower as retired libraries pile up.
 pub(crate) fn check_load(path: &Path) -> Result<(), Error> {
-    match LoadBudget::now().shortfall() {
+    let maps_max = maps_max();
+    let maps_used = MAPS.lock().estimate(maps_max);
+    let keys_max = keys_max();
+    let budget = LoadBudget {
+        pthread_keys_free: keys_free(keys_max),
+        pthread_keys_max: keys_max,
+        maps_used,
+        maps_max,
+    };
+    match budget.shortfall() {
         None => Ok(()),
         Some((resource, remaining, reserve)) => {
             let error = Error::LoadBudgetExhausted {
@@ -92,6 +106,33 @@ pub(crate) fn check_load(path: &Path) -> Result<(), Error> {
             tracing::error!(%error, "load refused");
             Err(error)
         }
+    }
+}
+
+/// An upper bound of the mappings one load adds: a library maps five or six regions, and its
+/// `std` may add a few (thread stacks, guard pages).
+pub const MAPS_PER_LOAD: usize = 16;
+
+/// What the last read of `/proc/self/maps` found, and the loads checked since.
+struct MapsSeen {
+    read: usize,
+    loads_since: usize,
+}
+
+static MAPS: parking_lot::Mutex<MapsSeen> =
+    parking_lot::Mutex::new(MapsSeen { read: 0, loads_since: usize::MAX });
+
+impl MapsSeen {
+    /// The mappings in use, read again only when the estimate comes within twice the reserve of
+    /// `max`; counts one more load.
+    fn estimate(&mut self, max: usize) -> usize {
+        let estimate = self.read.saturating_add(self.loads_since.saturating_mul(MAPS_PER_LOAD));
+        if estimate.saturating_add(2 * MAP_RESERVE) >= max {
+            self.read = maps_used();
+            self.loads_since = 0;
+        }
+        self.loads_since += 1;
+        self.read.saturating_add((self.loads_since - 1) * MAPS_PER_LOAD)
     }
 }
 

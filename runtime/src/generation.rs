@@ -88,7 +88,7 @@ impl fmt::Debug for Generation {
     }
 }
 
-/// Where a generation reports: the reaper that unloads it and the runtime's event bus.
+/// Where a generation reports: the reaper that watches its drain and the runtime's event bus.
 #[derive(Debug, Clone)]
 pub(crate) struct Hooks {
     pub reaper: Sender<ReaperEvent>,

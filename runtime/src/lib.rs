@@ -18,7 +18,9 @@
 //! service's requirement, another plugin version). Only then is it published, with one atomic
 //! store. Calls already running finish in the old build, which stays loaded: [`Runtime::rollback`]
 //! publishes it again without touching the disk. Builds that fall out of the history are
-//! unloaded by a background thread once their last call has returned. A swapped-in build serves
+//! retired once their last call has returned: their instances destroyed on the runtime's retire
+//! thread, their libraries kept mapped (unmapping a Rust cdylib is not sound; see
+//! [`GenerationWatch::is_mapped`]). A swapped-in build serves
 //! a probation window ([`ProbationPolicy`]): if it fails too many calls or its health check, the
 //! runtime rolls it back by itself. A service whose start fails is restarted with a growing
 //! back-off ([`RestartPolicy`]) until it fails too often, and then stays failed until reset.

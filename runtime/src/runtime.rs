@@ -302,7 +302,7 @@ pub struct Runtime {
     // Dropped first: the supervisor must not act on a runtime being torn down.
     supervisor: Supervisor,
     shared: Arc<Shared>,
-    // Dropped after the services: the reaper's last unloads remove staged files.
+    // Dropped after the services: it holds retired generations until they drain.
     _reaper: Reaper,
     _temp: Option<tempfile::TempDir>,
 }
@@ -399,10 +399,9 @@ impl SlotInfo {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.supervisor.stop();
-        // Tear the services down here, on the thread that drops the runtime: a plugin's call to
-        // another service may hold the shared state a little longer, and must not be the one
-        // that destroys every instance. Generations with calls in flight are destroyed when
-        // those calls return.
+        // Tear the services down here: a plugin's call to another service may hold the shared
+        // state a little longer. Every instance is destroyed on the retire thread, whoever lets
+        // go of it last; those with calls in flight once the calls return.
         let services: Vec<Arc<Slot>> =
             self.shared.services.write().drain().map(|(_, s)| s).collect();
         drop(services);
