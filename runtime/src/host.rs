@@ -258,6 +258,11 @@ pub(crate) mod provenance {
             Error::Stopped { service: target, .. } => {
                 make(FailureKind::Stopped, target, "", method, error.to_string())
             }
+            // A failure that came from further down as a record keeps its service and method
+            // when it is passed on again, so a chain of any length still names where it was.
+            Error::Remote { service: target, method: called, message } => {
+                make(FailureKind::Other("failed".to_owned()), target, "", called, message.clone())
+            }
             other => make(
                 FailureKind::Other("failed".to_owned()),
                 service,

@@ -1,5 +1,6 @@
 //! The integration-test modules and the helpers they share.
 
+mod defects;
 mod dependencies;
 mod drain;
 mod events;
@@ -7,6 +8,7 @@ mod history;
 mod lifecycle;
 mod panics;
 mod refusals;
+mod rollback_gates;
 mod stress;
 mod supervision;
 mod swap;

@@ -49,11 +49,13 @@ pub enum Fixture {
     Crashy,
     /// The `rendezvous` service.
     Rendezvous,
+    /// The `slowhealth` service, whose first periodic health check waits for the test.
+    SlowHealth,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 15] = [
+    pub const ALL: [Fixture; 16] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -69,6 +71,7 @@ impl Fixture {
         Fixture::GatedWorker,
         Fixture::Crashy,
         Fixture::Rendezvous,
+        Fixture::SlowHealth,
     ];
 
     /// The cargo package that builds it.
@@ -89,6 +92,7 @@ impl Fixture {
             Fixture::GatedWorker => "fixture-gated-worker",
             Fixture::Crashy => "fixture-crashy",
             Fixture::Rendezvous => "fixture-rendezvous",
+            Fixture::SlowHealth => "fixture-slow-health",
         }
     }
 
@@ -106,9 +110,11 @@ impl Fixture {
             Fixture::PanicAbort => "1.7.0",
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
-            Fixture::Worker | Fixture::GatedWorker | Fixture::Crashy | Fixture::Rendezvous => {
-                "1.0.0"
-            }
+            Fixture::Worker
+            | Fixture::GatedWorker
+            | Fixture::Crashy
+            | Fixture::Rendezvous
+            | Fixture::SlowHealth => "1.0.0",
         }
     }
 
