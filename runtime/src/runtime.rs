@@ -1155,7 +1155,10 @@ impl Shared {
         else {
             return Err(Error::InvalidState {
                 service: slot.name.clone(),
-                operation: "swap",
+                operation: match requirement {
+                    Requirement::Keep => "swap",
+                    Requirement::Lift => "replace",
+                },
                 state,
             });
         };
