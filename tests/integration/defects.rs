@@ -132,11 +132,13 @@ fn a_health_check_in_progress_holds_up_the_drain_of_its_generation() {
             .health_interval(Some(Duration::from_millis(1)))
             .probation(ProbationPolicy::disabled()),
     );
-    let address = SocketAddr::from_abstract_name(b"graft-health-held").unwrap();
+    // The socket's name is global to the machine: the process id keeps concurrent runs apart.
+    let service = format!("held-{}", std::process::id());
+    let address = SocketAddr::from_abstract_name(format!("graft-health-{service}")).unwrap();
     let listener = UnixListener::bind_addr(&address).unwrap();
     let path = graft_tests::path(Fixture::SlowHealth).unwrap();
-    setup.runtime.load_with(path, LoadOptions::default().name("held")).unwrap();
-    setup.runtime.start("held").unwrap();
+    setup.runtime.load_with(path, LoadOptions::default().name(&service)).unwrap();
+    setup.runtime.start(&service).unwrap();
 
     // The first periodic check connects and waits for our byte: health code is running.
     let (accepted, connection) = crossbeam_channel::bounded(1);
@@ -147,9 +149,10 @@ fn a_health_check_in_progress_holds_up_the_drain_of_its_generation() {
     let mut byte = [0u8; 1];
     stream.read_exact(&mut byte).unwrap();
 
-    let report = setup.runtime.restart("held").unwrap();
+    let report = setup.runtime.restart(&service).unwrap();
     assert!(!report.previous.is_drained(), "drained while its health check runs");
     stream.write_all(b"r").unwrap();
     report.previous.wait_drained(PATIENCE).unwrap();
-    assert_eq!(setup.runtime.call("held", "whoami", b"").unwrap(), b"held 1.0.0");
+    let answer = setup.runtime.call(&service, "whoami", b"").unwrap();
+    assert_eq!(answer, format!("{service} 1.0.0").into_bytes());
 }
