@@ -86,6 +86,26 @@ fn a_rollback_that_would_break_a_running_dependent_is_refused_like_a_swap() {
     assert_eq!(setup.runtime.call("greeter", "greet", b"r").unwrap(), greeting("r", "1.0.0"));
 }
 
+/// A rollback brought back a build whose dependency had stopped since: it served without it.
+#[test]
+fn a_rollback_to_a_build_whose_dependency_does_not_run_is_refused() {
+    let setup = Setup::new();
+    setup.runtime.load_and_start(setup.copy(Fixture::Rendezvous)).unwrap();
+    setup.runtime.load_and_start(setup.copy(Fixture::GreeterNeedsRendezvous)).unwrap();
+    setup.runtime.swap("greeter", setup.copy(Fixture::Greeter1_1)).unwrap();
+    // 1.1 does not need it, so it may stop; the rollback target 1.10 does.
+    setup.runtime.stop("rendezvous").unwrap();
+
+    let err = setup.runtime.rollback("greeter").unwrap_err();
+    let Error::DependencyNotRunning { service, dependency, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((service.as_str(), dependency.as_str()), ("greeter", "rendezvous"));
+    assert_eq!(setup.runtime.call("greeter", "greet", b"r").unwrap(), greeting("r", "1.1.0"));
+
+    setup.runtime.start("rendezvous").unwrap();
+    setup.runtime.rollback("greeter").unwrap();
+    assert_eq!(setup.runtime.call("greeter", "greet", b"r").unwrap(), greeting("r", "1.10.0"));
+}
+
 /// An automatic rollback that broke a dependent went through; one that was refused was only
 /// logged, and its probation window stayed open on every call.
 #[test]

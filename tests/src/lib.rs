@@ -51,11 +51,13 @@ pub enum Fixture {
     Rendezvous,
     /// The `slowhealth` service, whose first periodic health check waits for the test.
     SlowHealth,
+    /// A compatible greeter (1.10.0, interface 1.0.5) that depends on `rendezvous`.
+    GreeterNeedsRendezvous,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 16] = [
+    pub const ALL: [Fixture; 17] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -72,6 +74,7 @@ impl Fixture {
         Fixture::Crashy,
         Fixture::Rendezvous,
         Fixture::SlowHealth,
+        Fixture::GreeterNeedsRendezvous,
     ];
 
     /// The cargo package that builds it.
@@ -93,6 +96,7 @@ impl Fixture {
             Fixture::Crashy => "fixture-crashy",
             Fixture::Rendezvous => "fixture-rendezvous",
             Fixture::SlowHealth => "fixture-slow-health",
+            Fixture::GreeterNeedsRendezvous => "fixture-greeter-needs",
         }
     }
 
@@ -110,6 +114,7 @@ impl Fixture {
             Fixture::PanicAbort => "1.7.0",
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
+            Fixture::GreeterNeedsRendezvous => "1.10.0",
             Fixture::Worker
             | Fixture::GatedWorker
             | Fixture::Crashy
