@@ -1390,12 +1390,11 @@ impl Shared {
             });
         }
         {
-            // Under the dependency lock, so that no dependent is loaded or started while the
-            // check and the removal happen.
+            // The check and the removal happen under the registry's write lock, which a load
+            // takes to register a service: no dependent can be loaded in between.
             let _dependencies = self.dependency_lock.lock();
-            let mut dependents: Vec<String> = self
-                .services
-                .read()
+            let mut services = self.services.write();
+            let mut dependents: Vec<String> = services
                 .values()
                 .filter(|other| other.name != slot.name)
                 .filter(|other| other.dependencies.load().iter().any(|d| d.service == slot.name))
@@ -1405,7 +1404,6 @@ impl Shared {
                 dependents.sort();
                 return Err(Error::DependentsLoaded { service: slot.name.clone(), dependents });
             }
-            let mut services = self.services.write();
             if services.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
                 services.remove(&slot.name);
             }
@@ -1653,21 +1651,26 @@ fn rename(error: Error, template: &str, name: &str) -> Error {
     }
 }
 
-/// Runs its closure if it is dropped while its thread unwinds from a panic, and does nothing
-/// otherwise: the clean-up of a step that a normal return finishes by itself.
+/// Runs its closure if it is dropped while its thread unwinds from a panic that began after it
+/// was made, and does nothing otherwise: the clean-up of a step that a normal return finishes
+/// by itself.
 struct OnUnwind<F: FnMut()> {
     restore: F,
+    /// Whether the thread was unwinding already when the guard was made (an operation run from
+    /// a destructor during a panic): then only a normal return is possible here, not a new
+    /// unwind of this step.
+    unwinding_before: bool,
 }
 
 impl<F: FnMut()> OnUnwind<F> {
     fn new(restore: F) -> Self {
-        OnUnwind { restore }
+        OnUnwind { restore, unwinding_before: std::thread::panicking() }
     }
 }
 
 impl<F: FnMut()> Drop for OnUnwind<F> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.unwinding_before {
             (self.restore)();
         }
     }
