@@ -118,6 +118,14 @@ pub enum Error {
         /// The name asked for.
         service: String,
     },
+    /// A service name (or a dependency's, or a requirement's) breaks the naming rule; names
+    /// become file names in the state directory, so they are checked wherever they enter.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A service of that name is loaded already; use a swap to replace it.
     AlreadyLoaded {
         /// The service.
@@ -274,6 +282,16 @@ pub enum Error {
         /// How long the call waited.
         waited: Duration,
     },
+    /// A chain of calls between services on one thread (a service calling itself, directly or
+    /// in a cycle) went deeper than the runtime allows.
+    CallDepthExceeded {
+        /// The service the call that went too deep was for.
+        service: String,
+        /// The depth that call would have had.
+        depth: u32,
+        /// The limit ([`crate::MAX_CALL_DEPTH`]).
+        limit: u32,
+    },
     /// The operation is not possible in the service's current state.
     InvalidState {
         /// The service.
@@ -309,6 +327,13 @@ pub enum Error {
         /// The service.
         service: String,
         /// The running dependents.
+        dependents: Vec<String>,
+    },
+    /// The service cannot be unloaded while loaded services depend on it.
+    DependentsLoaded {
+        /// The service.
+        service: String,
+        /// The loaded services that depend on it.
         dependents: Vec<String>,
     },
     /// The new build's interface version would break a running dependent's requirement.
@@ -422,6 +447,9 @@ impl fmt::Display for Error {
             Error::UnknownService { service } => {
                 write!(f, "no service named `{service}` is loaded")
             }
+            Error::InvalidName { name, reason } => {
+                write!(f, "invalid service name {name:?}: {reason}")
+            }
             Error::AlreadyLoaded { service, version } => {
                 write!(f, "service `{service}` is already loaded at version {version}")
             }
@@ -434,7 +462,7 @@ impl fmt::Display for Error {
             ),
             Error::IncompatibleInterface { service, required, found, plugin_version } => write!(
                 f,
-                "service `{service}` requires interface version {required}, build {plugin_version} implements {found}"
+                "service `{service}` requires interface version {required}, build {plugin_version} implements {found}; use `replace` to ship a breaking change"
             ),
             Error::SameVersion { service, version } => {
                 write!(f, "service `{service}` is already serving version {version}")
@@ -488,6 +516,10 @@ impl fmt::Display for Error {
             Error::NotReady { service, state: None, waited } => {
                 write!(f, "service `{service}` was not ready within {waited:?} (it is not loaded)")
             }
+            Error::CallDepthExceeded { service, depth, limit } => write!(
+                f,
+                "a call to `{service}` would be {depth} calls between services deep, more than the limit of {limit} (a service calling itself?)"
+            ),
             Error::InvalidState { service, operation, state } => {
                 write!(f, "cannot {operation} service `{service}` while it is {state}")
             }
@@ -505,6 +537,11 @@ impl fmt::Display for Error {
             Error::DependentsRunning { service, dependents } => write!(
                 f,
                 "service `{service}` cannot stop while its dependents run: {}",
+                dependents.join(", ")
+            ),
+            Error::DependentsLoaded { service, dependents } => write!(
+                f,
+                "service `{service}` cannot be unloaded while services that depend on it are loaded: {}",
                 dependents.join(", ")
             ),
             Error::BreaksDependent { service, dependent, required, found } => write!(

@@ -13,6 +13,11 @@ use semver::Version;
 
 use crate::GenerationId;
 
+/// The receiving end of a subscription to [`Runtime::subscribe`](crate::Runtime::subscribe): a
+/// crossbeam channel receiver, named here so that a host needs no crossbeam dependency of its
+/// own to name it.
+pub type EventReceiver = Receiver<Event>;
+
 /// Something that happened to a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -76,6 +81,21 @@ pub enum EventKind {
         /// Why.
         reason: RollbackReason,
     },
+    /// An automatic rollback was refused (no earlier generation, or the earlier one would
+    /// break a running dependent or lacks a running dependency): the current build keeps
+    /// serving, and its probation window is closed so that it is not judged again.
+    RollbackRefused {
+        /// The version that keeps serving (the same as the event's `version`).
+        from: Version,
+        /// The generation that keeps serving.
+        generation: GenerationId,
+        /// What tripped the rollback.
+        reason: String,
+        /// Why it was refused.
+        error: String,
+    },
+    /// The service was unloaded: it left the runtime, and its name is free again.
+    Unloaded,
     /// New calls wait until the service is resumed.
     Paused,
     /// Waiting calls proceed.
@@ -126,7 +146,7 @@ pub(crate) struct EventBus {
 }
 
 impl EventBus {
-    pub fn subscribe(&self) -> Receiver<Event> {
+    pub fn subscribe(&self) -> EventReceiver {
         let (sender, receiver) = crossbeam_channel::unbounded();
         self.subscribers.lock().push(sender);
         receiver

@@ -6,7 +6,11 @@
 //! block on its gate until the state changes or the call deadline passes; between services, a
 //! target that is not running yet (stopped, loaded, not loaded at all) is retried with a
 //! bounded back-off until the deadline, then the call fails with [`Error::NotReady`] naming it.
+//! A name that no service has and none declares as a dependency fails at once with
+//! [`Error::UnknownService`], and a chain of calls between services deeper than
+//! [`MAX_CALL_DEPTH`] on one thread fails with [`Error::CallDepthExceeded`].
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,42 @@ use crate::{Error, ServiceState};
 
 /// The longest pause between two tries of a call between services whose target is not running.
 const MAX_BACKOFF: Duration = Duration::from_millis(25);
+
+/// The deepest chain of calls between services (one service calling another through the host,
+/// which calls a third, and so on) that one thread may make; a call past it fails with
+/// [`Error::CallDepthExceeded`]. It stops a service that calls itself, directly or in a cycle,
+/// before the chain overflows the thread's stack: 64 hops fit in the 2 MiB stack of a spawned
+/// Rust thread with room to spare, and no legitimate chain of services is that deep.
+pub const MAX_CALL_DEPTH: u32 = 64;
+
+thread_local! {
+    /// How many calls between services are running on this thread, nested in each other.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One level of [`DEPTH`], given back when the call returns (or unwinds).
+struct Depth;
+
+impl Depth {
+    fn enter(service: &str) -> Result<Depth, Error> {
+        let depth = DEPTH.with(|d| d.get()).saturating_add(1);
+        if depth > MAX_CALL_DEPTH {
+            return Err(Error::CallDepthExceeded {
+                service: service.to_owned(),
+                depth,
+                limit: MAX_CALL_DEPTH,
+            });
+        }
+        DEPTH.with(|d| d.set(depth));
+        Ok(Depth)
+    }
+}
+
+impl Drop for Depth {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
 
 /// A handle to one service, resolved by name once.
 ///
@@ -115,7 +155,8 @@ impl ServiceHandle {
 
 /// Calls `method` of `service` for another service: resolves the name on every call, waits for
 /// a target that is paused or starting, and retries one that is not running with a bounded
-/// back-off, up to the call deadline.
+/// back-off, up to the call deadline. A target no service has and none declares as a
+/// dependency cannot appear by waiting (short of a new load): it fails at once.
 pub(crate) fn call_between(
     shared: &Shared,
     service: &str,
@@ -123,6 +164,7 @@ pub(crate) fn call_between(
     input: &[u8],
     output: &mut Vec<u8>,
 ) -> Result<(), Error> {
+    let _depth = Depth::enter(service)?;
     let start = Instant::now();
     // `None`: a deadline too far to represent, which never comes.
     let deadline = start.checked_add(shared.config.call_deadline);
@@ -159,6 +201,8 @@ pub(crate) fn call_between(
                     continue;
                 }
             }
+        } else if !declared(shared, service) {
+            return Err(Error::UnknownService { service: service.to_owned() });
         }
         let now = Instant::now();
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
@@ -172,6 +216,16 @@ pub(crate) fn call_between(
         std::thread::sleep(backoff.min(left));
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether some loaded service declares `service` as a dependency: then it is worth waiting
+/// for (a host loading services one by one, a watcher bringing them in).
+fn declared(shared: &Shared, service: &str) -> bool {
+    shared
+        .services
+        .read()
+        .values()
+        .any(|slot| slot.dependencies.load().iter().any(|d| d.service == service))
 }
 
 fn deadline(slot: &Slot) -> (Instant, Option<Instant>) {

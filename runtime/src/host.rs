@@ -135,11 +135,32 @@ unsafe extern "C" fn call_service(
     match outcome {
         Ok(status) => status,
         Err(payload) => {
+            // The host's own code panicked (a bug in the runtime or a `tracing` subscriber):
+            // the plugin still gets a record, so that its caller learns what happened instead
+            // of an empty failure.
+            let why = panic_message(payload.as_ref());
             if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
                 std::mem::forget(again);
             }
-            STATUS_PANIC
+            let written = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: the plugin passes views valid for the call (this function's contract).
+                let (service, method) = unsafe { (service.as_bytes(), method.as_bytes()) };
+                let (service, method) =
+                    (String::from_utf8_lossy(service), String::from_utf8_lossy(method));
+                let why = format!("the host panicked while calling it: {why}");
+                write_failure(error, &service, &method, &why)
+            }));
+            written.unwrap_or(STATUS_PANIC)
         }
+    }
+}
+
+/// The text of a panic's payload, when it is a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => "a panic without a message".to_owned(),
     }
 }
 
@@ -237,6 +258,11 @@ pub(crate) mod provenance {
             Error::Stopped { service: target, .. } => {
                 make(FailureKind::Stopped, target, "", method, error.to_string())
             }
+            // A failure that came from further down as a record keeps its service and method
+            // when it is passed on again, so a chain of any length still names where it was.
+            Error::Remote { service: target, method: called, message } => {
+                make(FailureKind::Other("failed".to_owned()), target, "", called, message.clone())
+            }
             other => make(
                 FailureKind::Other("failed".to_owned()),
                 service,
@@ -256,11 +282,22 @@ pub(crate) mod provenance {
             method: method.to_owned(),
         };
         let Some(provenance) = Provenance::decode(record) else {
+            // A plugin that passed on an error without its record (or with a broken one) still
+            // gives its caller something to act on.
+            let message = if record.is_empty() {
+                "it passed on a failed call to another service without saying what failed"
+                    .to_owned()
+            } else {
+                format!(
+                    "it passed on a failed call to another service with an unreadable record: {}",
+                    String::from_utf8_lossy(record)
+                )
+            };
             return Error::CallFailed {
                 service: service.to_owned(),
                 version: version.clone(),
                 method: method.to_owned(),
-                message: String::from_utf8_lossy(record).into_owned(),
+                message,
             };
         };
         let mut chain = vec![hop];
@@ -349,5 +386,36 @@ mod table_tests {
         // SAFETY: `ctx` of a table from `host_api` is its leaked `HostContext`.
         let context = unsafe { &*a.ctx.cast::<HostContext>() };
         assert_eq!((context.service.as_str(), context.version.as_str()), ("interned", "1.0.0"));
+    }
+}
+
+#[cfg(test)]
+mod provenance_tests {
+    use super::*;
+    use semver::Version;
+
+    /// A `CallError` passed on with `?` without a record became `CallFailed` with an empty
+    /// message: the caller learned nothing.
+    #[test]
+    fn a_failure_passed_on_without_a_record_still_says_what_happened() {
+        let error = provenance::received("front", &Version::new(1, 0, 0), "relay", b"");
+        let Error::CallFailed { service, message, .. } = &error else {
+            panic!("expected CallFailed, got {error:?}");
+        };
+        assert_eq!(service, "front");
+        assert!(message.contains("without saying what failed"), "{message}");
+    }
+
+    #[test]
+    fn a_panic_in_the_host_is_written_as_a_record_the_caller_can_read() {
+        let mut record = Vec::new();
+        let sink = WriteSink::for_vec(&mut record);
+        let status = write_failure(&sink, "back", "greet", "the host panicked: boom");
+        assert_eq!(status, STATUS_DEPENDENCY);
+        let error = provenance::received("front", &Version::new(1, 0, 0), "relay", &record);
+        let text = error.to_string();
+        assert!(text.contains("back") && text.contains("boom"), "{text}");
+        assert_eq!(panic_message(&"boom"), "boom");
+        assert_eq!(panic_message(&String::from("boom")), "boom");
     }
 }

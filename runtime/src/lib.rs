@@ -61,6 +61,7 @@ mod handle;
 mod history;
 mod host;
 mod loader;
+mod names;
 mod policy;
 mod probation;
 mod reaper;
@@ -74,12 +75,13 @@ mod watch;
 pub use batch::{BatchReport, Outcome};
 pub use budget::{KEY_RESERVE, LoadBudget, MAP_RESERVE};
 pub use error::{Error, Hop};
-pub use events::{Event, EventKind, RollbackReason};
+pub use events::{Event, EventKind, EventReceiver, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
-pub use handle::ServiceHandle;
+pub use handle::{MAX_CALL_DEPTH, ServiceHandle};
 pub use history::{Manifest, ManifestEntry};
 pub use loader::PluginInfo;
 pub use loader::retained::RetiredLibrary;
+pub use names::{MAX_NAME_LEN, validate_name};
 pub use policy::{ProbationPolicy, RestartPolicy};
 pub use retire::RETIRE_THREAD;
 pub use runtime::{
@@ -88,3 +90,8 @@ pub use runtime::{
     RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
 pub use watch::{SETTLE, WatchEvent, Watcher};
+
+/// The `semver` crate the runtime's API speaks ([`Version`](semver::Version) and
+/// [`VersionReq`](semver::VersionReq)), so that a host needs no dependency of its own to name
+/// them.
+pub use semver;

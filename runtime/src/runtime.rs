@@ -26,7 +26,7 @@ use crate::policy::{ProbationPolicy, RestartPolicy};
 use crate::probation::Probation;
 use crate::reaper::Reaper;
 use crate::supervisor::{Supervisor, SupervisorEvent};
-use crate::{Error, Event, gate};
+use crate::{Error, gate};
 
 /// The default number of earlier generations kept loaded per service.
 pub const DEFAULT_HISTORY_DEPTH: usize = 1;
@@ -240,8 +240,14 @@ impl RuntimeBuilder {
     }
 
     /// Creates the runtime and starts its background threads.
+    ///
+    /// Refused with [`Error::InvalidName`] if a name given to [`RuntimeBuilder::require`]
+    /// breaks the naming rule ([`crate::validate_name`]).
     pub fn build(self) -> Result<Runtime, Error> {
         static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+        for service in self.requirements.keys() {
+            crate::validate_name(service)?;
+        }
         let (staging, temp) = match self.staging_dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -368,6 +374,8 @@ struct Control {
     wants_running: bool,
     /// The probation window of the serving generation, while one is open.
     probation: Option<Arc<Probation>>,
+    /// Set by `unload`: the slot left the registry, and no operation may bring it back.
+    unloaded: bool,
 }
 
 /// The part of a service's status that only operations change: shared references, so that an
@@ -426,7 +434,7 @@ impl Runtime {
 
     /// Subscribes to lifecycle events. Each subscriber gets every event from now on, in order,
     /// through an unbounded channel; dropping the receiver unsubscribes.
-    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Event> {
+    pub fn subscribe(&self) -> crate::EventReceiver {
         self.shared.hooks.events.subscribe()
     }
 
@@ -576,10 +584,41 @@ impl Runtime {
     /// Publishes the most recent earlier generation of `service` again, with one atomic store of
     /// a new lease: no disk, no `dlopen`, no new instance. The generation it replaces becomes
     /// the rollback target, so a second rollback undoes the first.
+    ///
+    /// A rollback passes the same gates as a swap: the earlier build's interface version must
+    /// satisfy every running dependent ([`Error::BreaksDependent`]) and its dependencies must
+    /// run ([`Error::DependencyNotRunning`], [`Error::DependencyMismatch`]). A refused rollback
+    /// changes nothing: the current build keeps serving.
     pub fn rollback(&self, service: &str) -> Result<SwapReport, Error> {
         let slot = self.shared.slot(service)?;
         let mut control = slot.control.lock();
         self.shared.rollback_locked(&slot, &mut control, RollbackReason::Manual)
+    }
+
+    /// Replaces the running build of `service` with the plugin at `path` whose interface
+    /// version may break the service's requirement: a breaking change (1.x to 2.0) shipped
+    /// knowingly. It is [`Runtime::swap`] in every other respect (same service and interface,
+    /// another plugin version, created and health-checked before publication, under
+    /// probation), and it is still refused with [`Error::BreaksDependent`] while a running
+    /// dependent requires an interface version the new build does not implement. The new
+    /// build's interface version becomes the base of the requirement (`^` that version). A
+    /// rollback to the build before goes back to that build's requirement, under the same
+    /// check of running dependents.
+    pub fn replace(&self, service: &str, path: impl AsRef<Path>) -> Result<SwapReport, Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.swap_to(&slot, Candidate::Path(path.as_ref()), Requirement::Lift)
+    }
+
+    /// Removes the stopped (or loaded, or failed) `service`: its slot leaves the runtime, the
+    /// builds kept for rollback are retired once drained, and the name is free for
+    /// a new [`Runtime::load`]. Handles taken before fail their calls with [`Error::Stopped`].
+    ///
+    /// Refused with [`Error::InvalidState`] unless the service is stopped, loaded or failed,
+    /// and with [`Error::DependentsLoaded`] while a loaded service declares it as a dependency.
+    /// The state directory's manifest of the service is kept.
+    pub fn unload(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.unload_one(&slot)
     }
 
     /// Watches the plugin directory `dir`: every `.so` file in it is brought into service
@@ -727,6 +766,9 @@ impl Shared {
     ) -> Result<LoadReport, Error> {
         let info = plugin.info().clone();
         let name = options.name.clone().unwrap_or_else(|| info.service.clone());
+        // Names become file names in the state directory: check every one that enters here.
+        crate::validate_name(&name).inspect_err(refused(None))?;
+        crate::validate_name(&info.service).inspect_err(refused(None))?;
         if let Ok(existing) = self.slot(&name) {
             return Err(Error::AlreadyLoaded {
                 service: name,
@@ -739,6 +781,7 @@ impl Shared {
         };
         gate::check_load(&info, &requirement).inspect_err(refused(None))?;
         let dependencies = Arc::new(merge(&plugin, &options.dependencies));
+        validate_dependencies(&dependencies).inspect_err(refused(None))?;
         let control = Control {
             plugin: Arc::new(plugin),
             dependencies: Arc::clone(&dependencies),
@@ -750,6 +793,7 @@ impl Shared {
             host_dependencies: options.dependencies,
             wants_running: false,
             probation: None,
+            unloaded: false,
         };
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -897,6 +941,9 @@ impl Shared {
         if automatic && !control.wants_running {
             return Ok(());
         }
+        if control.unloaded {
+            return Err(Error::UnknownService { service: slot.name.clone() });
+        }
         control.wants_running = true;
         let gate = Gate::new();
         {
@@ -905,6 +952,15 @@ impl Shared {
             self.check_dependencies(&slot.name, &control.dependencies)?;
             slot.current.store(Arc::new(Lease::starting(Arc::clone(&gate))));
         }
+        // Should host code panic before the outcome is published (a bug, but one that must not
+        // leave the service starting for ever with every caller waiting on its gate), publish
+        // the state before the start and open the gate on the way out.
+        let _unwinding = OnUnwind::new(|| {
+            slot.current.store(Arc::new(Lease::closed(previous)));
+            gate.open();
+        });
+        #[cfg(test)]
+        tests::panic_point("start/starting");
         let result = self.instantiate(&slot.name, &control.plugin);
         let outcome = match result {
             Ok(generation) => {
@@ -1099,11 +1155,18 @@ impl Shared {
     }
 
     fn swap_one(&self, slot: &Slot, path: &Path) -> Result<SwapReport, Error> {
-        self.swap_to(slot, Candidate::Path(path))
+        self.swap_to(slot, Candidate::Path(path), Requirement::Keep)
     }
 
-    /// Swaps `slot` to a build given by its path or already loaded.
-    fn swap_to(&self, slot: &Slot, candidate: Candidate<'_>) -> Result<SwapReport, Error> {
+    /// Swaps `slot` to a build given by its path or already loaded. With
+    /// [`Requirement::Lift`] (a `replace`), the new build's interface version becomes the
+    /// service's requirement instead of having to satisfy it.
+    fn swap_to(
+        &self,
+        slot: &Slot,
+        candidate: Candidate<'_>,
+        requirement: Requirement,
+    ) -> Result<SwapReport, Error> {
         let started = Instant::now();
         let mut control = slot.control.lock();
         let state = slot.current.load().state();
@@ -1111,7 +1174,10 @@ impl Shared {
         else {
             return Err(Error::InvalidState {
                 service: slot.name.clone(),
-                operation: "swap",
+                operation: match requirement {
+                    Requirement::Keep => "swap",
+                    Requirement::Lift => "replace",
+                },
                 state,
             });
         };
@@ -1122,10 +1188,17 @@ impl Shared {
             Candidate::Loaded(plugin) => *plugin,
         };
         let template = control.plugin.info().service.clone();
-        gate::check_swap(&template, &control.interface, &control.requirement, &from, plugin.info())
+        let requirement = match requirement {
+            Requirement::Keep => Arc::clone(&control.requirement),
+            Requirement::Lift => {
+                Arc::new(gate::default_requirement(&plugin.info().interface_version))
+            }
+        };
+        gate::check_swap(&template, &control.interface, &requirement, &from, plugin.info())
             .map_err(|e| rename(e, &template, &slot.name))
             .inspect_err(&refusal)?;
         let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
+        validate_dependencies(&dependencies).inspect_err(&refusal)?;
         let interface_version = plugin.info().interface_version.clone();
         let plugin = Arc::new(plugin);
         let generation = self.instantiate(&slot.name, &plugin).inspect_err(&refusal)?;
@@ -1137,6 +1210,7 @@ impl Shared {
             let _dependencies = self.dependency_lock.lock();
             self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
             self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+            control.requirement = requirement;
             self.publish(slot, &mut control, generation, dependencies, probation.clone(), plugin)
         };
         drop(refusal);
@@ -1224,14 +1298,29 @@ impl Shared {
                 state,
             });
         };
-        let Some((target, dependencies)) = control.history.pop_front() else {
+        let Some((target, dependencies)) = control.history.front().cloned() else {
             return Err(Error::NoRollbackTarget { service: slot.name.clone() });
         };
         let from = serving.version().clone();
         let to = target.version().clone();
         let id = target.id();
         let plugin = Arc::clone(target.plugin());
-        let previous = self.publish(slot, control, target, dependencies, None, plugin);
+        let interface_version = target.info().interface_version.clone();
+        let previous = {
+            // The gates of a swap, checked and published as one step under the same lock: a
+            // rollback must not leave a running dependent on an interface it does not accept,
+            // nor bring back a build whose dependencies do not run.
+            let _dependencies = self.dependency_lock.lock();
+            let refusal = refused(Some((&slot.name, &from)));
+            self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
+            self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+            control.history.pop_front();
+            if !control.requirement.matches(&interface_version) {
+                // Rolling back across a `replace` goes back to the requirement of that build.
+                control.requirement = Arc::new(gate::default_requirement(&interface_version));
+            }
+            self.publish(slot, control, target, dependencies, None, plugin)
+        };
         let took = started.elapsed();
         match &reason {
             RollbackReason::Manual => {
@@ -1271,14 +1360,87 @@ impl Shared {
                 return;
             }
         };
-        if control.serving.as_ref().map(|g| g.id()) != Some(generation) {
+        let Some(serving) = control.serving.clone().filter(|g| g.id() == generation) else {
             return;
-        }
-        if let Err(error) =
+        };
+        let Err(error) =
             self.rollback_locked(slot, &mut control, RollbackReason::Automatic(why.to_owned()))
-        {
-            tracing::error!(service = %slot.name, %error, why, "automatic rollback failed");
+        else {
+            return;
+        };
+        // The verdict stands but cannot be carried out: close the window (calls stop paying
+        // for its counters, and it is not judged again) and say so.
+        if control.probation.as_ref().is_some_and(|p| p.generation == generation) {
+            control.probation = None;
+            if control.pause_gate.is_none() {
+                slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
+            }
         }
+        drop(control);
+        let version = serving.version().clone();
+        drop(serving);
+        tracing::error!(service = %slot.name, version = %version, %error, why, "automatic rollback refused; the build keeps serving");
+        self.hooks.events.emit(
+            &slot.name,
+            &version,
+            EventKind::RollbackRefused {
+                from: version.clone(),
+                generation,
+                reason: why.to_owned(),
+                error: error.to_string(),
+            },
+        );
+    }
+
+    /// Removes `slot` from the registry; see [`Runtime::unload`].
+    fn unload_one(&self, slot: &Arc<Slot>) -> Result<(), Error> {
+        let mut control = slot.control.lock();
+        let state = slot.current.load().state();
+        if control.unloaded {
+            return Err(Error::UnknownService { service: slot.name.clone() });
+        }
+        if control.serving.is_some()
+            || !matches!(state, ServiceState::Loaded | ServiceState::Stopped | ServiceState::Failed)
+        {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "unload",
+                state,
+            });
+        }
+        {
+            // The check and the removal happen under the registry's write lock, which a load
+            // takes to register a service: no dependent can be loaded in between.
+            let _dependencies = self.dependency_lock.lock();
+            let mut services = self.services.write();
+            let mut dependents: Vec<String> = services
+                .values()
+                .filter(|other| other.name != slot.name)
+                .filter(|other| other.dependencies.load().iter().any(|d| d.service == slot.name))
+                .map(|other| other.name.clone())
+                .collect();
+            if !dependents.is_empty() {
+                dependents.sort();
+                return Err(Error::DependentsLoaded { service: slot.name.clone(), dependents });
+            }
+            if services.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                services.remove(&slot.name);
+            }
+        }
+        control.unloaded = true;
+        control.wants_running = false;
+        let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
+        slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        let history: Vec<_> = control.history.drain(..).collect();
+        slot.refresh(&control);
+        let version = control.plugin.info().plugin_version.clone();
+        drop(control);
+        for (generation, _) in history {
+            generation.retire();
+        }
+        tracing::info!(service = %slot.name, version = %version, "service unloaded");
+        self.hooks.events.emit(&slot.name, &version, EventKind::Unloaded);
+        Ok(())
     }
 
     /// Records the serving build of `slot` as committed (and current) in the state directory.
@@ -1406,6 +1568,16 @@ impl Shared {
     }
 }
 
+/// What a swap does with the service's interface requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requirement {
+    /// The new build must satisfy it (a swap).
+    Keep,
+    /// The new build's interface version becomes it (a replace): a breaking change, shipped
+    /// knowingly, still checked against running dependents.
+    Lift,
+}
+
 /// A build to swap to: a file to load, or a plugin loaded already.
 enum Candidate<'a> {
     Path(&'a Path),
@@ -1449,7 +1621,8 @@ impl Shared {
                 Ok(Installed::Unchanged { service, version })
             }
             (Some(_), ServiceState::Running) => {
-                let report = self.swap_to(&slot, Candidate::Loaded(Box::new(plugin)))?;
+                let report =
+                    self.swap_to(&slot, Candidate::Loaded(Box::new(plugin)), Requirement::Keep)?;
                 Ok(Installed::Swapped { service, from: report.from, to: report.to })
             }
             (None, ServiceState::Loaded | ServiceState::Stopped) if known == version => {
@@ -1495,6 +1668,36 @@ fn rename(error: Error, template: &str, name: &str) -> Error {
         }
         other => other,
     }
+}
+
+/// Runs its closure if it is dropped while its thread unwinds from a panic that began after it
+/// was made, and does nothing otherwise: the clean-up of a step that a normal return finishes
+/// by itself.
+struct OnUnwind<F: FnMut()> {
+    restore: F,
+    /// Whether the thread was unwinding already when the guard was made (an operation run from
+    /// a destructor during a panic): then only a normal return is possible here, not a new
+    /// unwind of this step.
+    unwinding_before: bool,
+}
+
+impl<F: FnMut()> OnUnwind<F> {
+    fn new(restore: F) -> Self {
+        OnUnwind { restore, unwinding_before: std::thread::panicking() }
+    }
+}
+
+impl<F: FnMut()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.unwinding_before {
+            (self.restore)();
+        }
+    }
+}
+
+/// Checks every dependency's name against the naming rule.
+fn validate_dependencies(dependencies: &[Dependency]) -> Result<(), Error> {
+    dependencies.iter().try_for_each(|d| crate::validate_name(&d.service))
 }
 
 /// The dependencies of a build: its descriptor's, overridden and extended by the host's.
@@ -1639,5 +1842,61 @@ impl GenerationStatus {
             source: info.source.clone(),
             staged: info.staged.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    thread_local! {
+        /// The host-side step at which this thread's next operation panics, if any.
+        static PANIC_AT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    /// Panics here if this thread asked for a panic at `name`: a stand-in for a host-side bug.
+    pub(super) fn panic_point(name: &'static str) {
+        if PANIC_AT.with(|at| at.get() == Some(name)) {
+            PANIC_AT.with(|at| at.set(None));
+            panic!("injected panic at {name}");
+        }
+    }
+
+    #[test]
+    fn on_unwind_runs_only_when_its_thread_panics() {
+        let ran = Cell::new(0);
+        drop(OnUnwind::new(|| ran.set(ran.get() + 1)));
+        assert_eq!(ran.get(), 0, "a normal return must not run the clean-up");
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let _guard = OnUnwind::new(|| ran.set(ran.get() + 1));
+            panic!("boom");
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(ran.get(), 1);
+    }
+
+    /// A host-side panic after the starting lease was published left the service starting for
+    /// ever, so every call waited for a start that had died.
+    #[test]
+    fn a_host_panic_during_a_start_does_not_leave_the_service_starting() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::builder()
+            .staging_dir(dir.path())
+            // A call that waited for the gate would fail the test by its error, not hang it.
+            .call_deadline(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let path = graft_tests::path(graft_tests::Fixture::Worker).unwrap();
+        runtime.load(&path).unwrap();
+        PANIC_AT.with(|at| at.set(Some("start/starting")));
+        let outcome = catch_unwind(AssertUnwindSafe(|| runtime.start("worker")));
+        assert!(outcome.is_err(), "the injected panic did not happen");
+        assert_eq!(runtime.state("worker").unwrap(), ServiceState::Loaded);
+        // The gate is open and the lease closed: the call fails at once instead of waiting.
+        assert!(matches!(runtime.call("worker", "noop", b""), Err(Error::Stopped { .. })));
+        runtime.start("worker").unwrap();
+        assert_eq!(runtime.call("worker", "whoami", b"").unwrap(), b"worker 1.0.0");
     }
 }

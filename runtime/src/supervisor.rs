@@ -46,12 +46,14 @@ pub(crate) enum SupervisorEvent {
 /// never passes a build whose health was not checked within it.
 fn pass_probation(runtime: &Shared, service: &str, generation: GenerationId) {
     let Ok(slot) = runtime.slot(service) else { return };
-    let serving = slot.current.load().generation().filter(|g| g.id() == generation).cloned();
-    let Some(serving) = serving else { return };
+    // The check holds the published lease, as a call does, so that the generation is not
+    // reported drained (nor destroyed) while its health code runs.
+    let lease = slot.current.load_full();
+    let Some(serving) = lease.generation().filter(|g| g.id() == generation) else { return };
     let health = serving.check_health();
     // Let go of the instance before taking the service's lock: a stop holding that lock may be
     // waiting for this very instance to be released.
-    drop(serving);
+    drop(lease);
     match health {
         Ok(()) => runtime.end_probation(&slot, generation),
         Err(error) => {
@@ -214,9 +216,13 @@ impl State {
         let probations = std::mem::take(&mut self.probations);
         for (service, probation) in probations {
             // A window whose lease is no longer published (rolled back, swapped again, stopped)
-            // has nothing left to judge.
+            // has nothing left to judge. A paused lease carries no counters but keeps the
+            // window open: it closes on time while paused, and resume publishes it again.
             let published = runtime.slot(&service).is_ok_and(|slot| {
-                slot.current.load().probation().is_some_and(|p| Arc::ptr_eq(p, &probation))
+                let lease = slot.current.load();
+                lease.probation().is_some_and(|p| Arc::ptr_eq(p, &probation))
+                    || (lease.state() == ServiceState::Paused
+                        && lease.generation().is_some_and(|g| g.id() == probation.generation))
             });
             if !published {
                 continue;
@@ -251,13 +257,14 @@ impl State {
     fn check_health(&mut self, runtime: &Shared, now: Instant) {
         let slots: Vec<_> = runtime.services.read().values().cloned().collect();
         for slot in slots {
-            let lease = slot.current.load();
+            // Held through the check, as a call holds it: the generation is not drained while
+            // its health code runs.
+            let lease = slot.current.load_full();
             if lease.state() != ServiceState::Running {
                 continue;
             }
             let Some(generation) = lease.generation().cloned() else { continue };
             let probation = lease.probation().cloned();
-            drop(lease);
             if let (Some(since), Some(history)) =
                 (self.running_since.get(&slot.name), self.failures.get_mut(&slot.name))
             {
@@ -276,6 +283,7 @@ impl State {
             let id = generation.id();
             // As in `pass_probation`: no reference to the instance while taking a lock.
             drop(generation);
+            drop(lease);
             if let (Err(error), Some(probation)) = (outcome, probation)
                 && probation.generation == id
                 && probation.decide(Verdict::Fail(String::new())).is_some()

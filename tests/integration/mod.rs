@@ -1,5 +1,6 @@
 //! The integration-test modules and the helpers they share.
 
+mod defects;
 mod dependencies;
 mod drain;
 mod events;
@@ -8,6 +9,7 @@ mod lifecycle;
 mod panics;
 mod refusals;
 mod retire;
+mod rollback_gates;
 mod stress;
 mod supervision;
 mod swap;

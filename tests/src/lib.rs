@@ -53,11 +53,15 @@ pub enum Fixture {
     Threads1_0,
     /// The `threads` service 1.1.0.
     Threads1_1,
+    /// The `slowhealth` service, whose first periodic health check waits for the test.
+    SlowHealth,
+    /// A compatible greeter (1.10.0, interface 1.0.5) that depends on `rendezvous`.
+    GreeterNeedsRendezvous,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 17] = [
+    pub const ALL: [Fixture; 19] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -75,6 +79,8 @@ impl Fixture {
         Fixture::Rendezvous,
         Fixture::Threads1_0,
         Fixture::Threads1_1,
+        Fixture::SlowHealth,
+        Fixture::GreeterNeedsRendezvous,
     ];
 
     /// The cargo package that builds it.
@@ -97,6 +103,8 @@ impl Fixture {
             Fixture::Rendezvous => "fixture-rendezvous",
             Fixture::Threads1_0 => "fixture-threads-1",
             Fixture::Threads1_1 => "fixture-threads-2",
+            Fixture::SlowHealth => "fixture-slow-health",
+            Fixture::GreeterNeedsRendezvous => "fixture-greeter-needs",
         }
     }
 
@@ -114,10 +122,12 @@ impl Fixture {
             Fixture::PanicAbort => "1.7.0",
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
+            Fixture::GreeterNeedsRendezvous => "1.10.0",
             Fixture::Worker
             | Fixture::GatedWorker
             | Fixture::Crashy
             | Fixture::Rendezvous
+            | Fixture::SlowHealth
             | Fixture::Threads1_0 => "1.0.0",
             Fixture::Threads1_1 => "1.1.0",
         }
