@@ -682,10 +682,8 @@ mod tests {
                 message: "not found: k".into(),
             },
         };
-        let refused = CallError {
-            message: "m".into(),
-            provenance: record(FailureKind::Refused).encode(),
-        };
+        let refused =
+            CallError { message: "m".into(), provenance: record(FailureKind::Refused).encode() };
         assert!(refused.is_refusal());
         assert!(Error::from(refused).is_refusal());
         let failed =

@@ -73,7 +73,7 @@ pub use events::{Event, EventKind, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
 pub use handle::ServiceHandle;
 pub use history::{Manifest, ManifestEntry};
-pub use loader::PluginInfo;
+pub use loader::{BuildProfile, PluginInfo};
 pub use policy::{ProbationPolicy, RestartPolicy};
 pub use runtime::{
     DEFAULT_CALL_DEADLINE, DEFAULT_DRAIN_DEADLINE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HISTORY_DEPTH,

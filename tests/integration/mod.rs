@@ -1,5 +1,6 @@
 //! The integration-test modules and the helpers they share.
 
+mod abi;
 mod dependencies;
 mod drain;
 mod events;

@@ -4,7 +4,8 @@
 //! The integration tests, the benchmarks and the demo all need the plugins as `.so` files, and a
 //! plain `cargo test` does not produce a cdylib's library. The first call to [`path`] in a
 //! process runs `cargo build --profile plugin` for every fixture (and `--profile plugin-abort`
-//! for the one that must be built with `panic = "abort"`), into a target directory of its own
+//! for the one that must be built with `panic = "abort"`, `--profile plugin-debug` for the one
+//! that must be built without optimisations), into a target directory of its own
 //! (`<target>/graft-plugins`) so that it never waits on the lock of the outer cargo command that
 //! is running the tests. Cargo makes a rebuild of unchanged plugins a no-op.
 //!
@@ -49,11 +50,21 @@ pub enum Fixture {
     Crashy,
     /// The `rendezvous` service.
     Rendezvous,
+    /// A compatible greeter (1.10.0) whose descriptor ends before its last field, as a plugin
+    /// built before that field was appended.
+    DescriptorShort,
+    /// A compatible greeter (1.11.0) whose descriptor carries a field appended after the host's
+    /// layout.
+    DescriptorExtended,
+    /// A greeter (1.12.0) whose descriptor is smaller than the minimum of its ABI version.
+    DescriptorTiny,
+    /// A compatible greeter (1.13.0) built without optimisations (the `plugin-debug` profile).
+    GreeterDebug,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 15] = [
+    pub const ALL: [Fixture; 19] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -69,6 +80,10 @@ impl Fixture {
         Fixture::GatedWorker,
         Fixture::Crashy,
         Fixture::Rendezvous,
+        Fixture::DescriptorShort,
+        Fixture::DescriptorExtended,
+        Fixture::DescriptorTiny,
+        Fixture::GreeterDebug,
     ];
 
     /// The cargo package that builds it.
@@ -89,6 +104,10 @@ impl Fixture {
             Fixture::GatedWorker => "fixture-gated-worker",
             Fixture::Crashy => "fixture-crashy",
             Fixture::Rendezvous => "fixture-rendezvous",
+            Fixture::DescriptorShort => "fixture-descriptor-short",
+            Fixture::DescriptorExtended => "fixture-descriptor-extended",
+            Fixture::DescriptorTiny => "fixture-descriptor-tiny",
+            Fixture::GreeterDebug => "fixture-greeter-debug",
         }
     }
 
@@ -106,6 +125,10 @@ impl Fixture {
             Fixture::PanicAbort => "1.7.0",
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
+            Fixture::DescriptorShort => "1.10.0",
+            Fixture::DescriptorExtended => "1.11.0",
+            Fixture::DescriptorTiny => "1.12.0",
+            Fixture::GreeterDebug => "1.13.0",
             Fixture::Worker | Fixture::GatedWorker | Fixture::Crashy | Fixture::Rendezvous => {
                 "1.0.0"
             }
@@ -116,6 +139,7 @@ impl Fixture {
     pub fn profile(self) -> &'static str {
         match self {
             Fixture::PanicAbort => "plugin-abort",
+            Fixture::GreeterDebug => "plugin-debug",
             _ => "plugin",
         }
     }
@@ -200,7 +224,7 @@ fn build_all() -> Result<PathBuf, BuildError> {
     let root = workspace_root();
     let target = fixture_target(&root);
     // One cargo command per profile; cargo builds the packages of each in parallel.
-    for profile in ["plugin", "plugin-abort"] {
+    for profile in ["plugin", "plugin-abort", "plugin-debug"] {
         let packages = Fixture::ALL.into_iter().filter(|f| f.profile() == profile);
         build(&root, &target, profile, packages)?;
     }

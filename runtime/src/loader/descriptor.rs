@@ -1,10 +1,18 @@
 //! Reading a plugin's descriptor: the header first, then, once the header is checked, the rest,
 //! copied into owned values before the library could be closed.
+//!
+//! The descriptor grows by appending optional fields (the rule in `graft_plugin_api::abi`): a
+//! descriptor of any size from [`MIN_DESCRIPTOR_SIZE`] up is read by copying the bytes it has,
+//! and no more than this host knows, over a zeroed `PluginDescriptor`, so a field an older
+//! plugin lacks reads as "not provided" and one a newer plugin appended is ignored.
 
+use std::fmt;
+use std::mem::MaybeUninit;
 use std::path::Path;
 
 use graft_plugin_api::abi::{
-    ABI_VERSION, BUILD_PANIC_UNWIND, MAGIC, PluginDescriptor, PluginHeader, RawStr,
+    ABI_VERSION, BUILD_PANIC_UNWIND, BUILD_PROFILE_DEBUG, BUILD_PROFILE_OPTIMISED,
+    BUILD_PROFILE_UNKNOWN, MAGIC, MIN_DESCRIPTOR_SIZE, PluginDescriptor, PluginHeader, RawStr,
 };
 use semver::{Version, VersionReq};
 
@@ -13,6 +21,42 @@ use crate::{Dependency, Error};
 
 /// The longest string the runtime accepts in a descriptor.
 const MAX_DESCRIPTOR_STR: usize = 1024;
+
+/// How a plugin says it was built ([`PluginInfo::build_profile`](super::PluginInfo)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildProfile {
+    /// An optimised build (`debug_assertions` off, as `cargo build --release` makes).
+    Optimised,
+    /// A debug build (`debug_assertions` on, as a plain `cargo build` makes): usually many
+    /// times slower than an optimised one, and rarely meant for serving.
+    Debug,
+    /// A value this host does not know, from a newer `graft-plugin-api`.
+    Other(u32),
+}
+
+impl BuildProfile {
+    /// The profile a descriptor declares; `None` when it does not say (a plugin built before
+    /// the field existed).
+    pub(crate) fn from_raw(raw: u32) -> Option<BuildProfile> {
+        match raw {
+            BUILD_PROFILE_UNKNOWN => None,
+            BUILD_PROFILE_OPTIMISED => Some(BuildProfile::Optimised),
+            BUILD_PROFILE_DEBUG => Some(BuildProfile::Debug),
+            other => Some(BuildProfile::Other(other)),
+        }
+    }
+}
+
+impl fmt::Display for BuildProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildProfile::Optimised => f.write_str("optimised"),
+            BuildProfile::Debug => f.write_str("debug (not optimised)"),
+            BuildProfile::Other(raw) => write!(f, "unknown build profile {raw}"),
+        }
+    }
+}
 
 /// Reads and checks the descriptor: the header first, and the rest only once the header is
 /// known to be graft's and of this ABI version.
@@ -33,7 +77,8 @@ pub(super) unsafe fn read(
     if raw.is_null() {
         return Err(invalid("descriptor", "the entry point returned a null pointer".to_owned()));
     }
-    // The whole descriptor is read below, so check its alignment, not only the header's.
+    // The header is read as a value, so its pointer must be aligned; a misaligned one is not a
+    // descriptor the export macro made.
     if !raw.is_aligned() {
         return Err(invalid("descriptor", format!("misaligned pointer {raw:p}")));
     }
@@ -50,16 +95,19 @@ pub(super) unsafe fn read(
             found: header.abi_version,
         });
     }
-    let expected = std::mem::size_of::<PluginDescriptor>();
-    if (header.descriptor_size as usize) < expected {
-        return Err(invalid(
-            "header.descriptor_size",
-            format!("{} bytes, ABI version {ABI_VERSION} needs {expected}", header.descriptor_size),
-        ));
+    let size = header.descriptor_size as usize;
+    if size < MIN_DESCRIPTOR_SIZE {
+        return Err(Error::DescriptorTooSmall {
+            path: source.to_path_buf(),
+            size: header.descriptor_size,
+            minimum: MIN_DESCRIPTOR_SIZE as u32,
+        });
     }
-    // SAFETY: the header says this is a graft descriptor of our ABI version and at least as
-    // large as our `PluginDescriptor`, so the whole struct may be read.
-    let descriptor = unsafe { &*raw };
+    // SAFETY: the header says this is a graft descriptor of our ABI version with `size` bytes,
+    // in static data of the open library (this function's contract); `copy_prefix` reads no
+    // more of them than `PluginDescriptor` has.
+    let descriptor = unsafe { copy_prefix(raw, size) };
+    let descriptor = &descriptor;
     // SAFETY: the strings of a checked descriptor point at static data inside the library,
     // which the caller keeps open during this call; each is copied into an owned value.
     let (service, plugin_version, interface, interface_version, api_version) = unsafe {
@@ -96,10 +144,38 @@ pub(super) unsafe fn read(
         interface,
         interface_version,
         api_version,
+        build_profile: BuildProfile::from_raw(descriptor.build_profile),
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
     Ok((info, dependencies, entry))
+}
+
+/// The descriptor at `raw`, `size` bytes long by its header, as this host's `PluginDescriptor`:
+/// the first `min(size, size_of::<PluginDescriptor>())` bytes copied over a zeroed one.
+///
+/// Fields the plugin's descriptor does not have keep their all-zero value, which means "not
+/// provided" (the invariant on `PluginDescriptor`); bytes past what this host knows are not read.
+///
+/// # Safety
+/// `raw` must point at a descriptor of `size` readable bytes laid out as `PluginDescriptor`'s
+/// prefix (what a checked header of this ABI version promises), and `size` must be at least
+/// `MIN_DESCRIPTOR_SIZE`.
+unsafe fn copy_prefix(raw: *const PluginDescriptor, size: usize) -> PluginDescriptor {
+    let len = size.min(std::mem::size_of::<PluginDescriptor>());
+    let mut descriptor = MaybeUninit::<PluginDescriptor>::zeroed();
+    // SAFETY: `raw` is readable for `size >= len` bytes (the caller's contract), the destination
+    // is a local of `size_of::<PluginDescriptor>() >= len` bytes, and the two cannot overlap.
+    // Copying bytes has no alignment requirement.
+    unsafe {
+        std::ptr::copy_nonoverlapping(raw.cast::<u8>(), descriptor.as_mut_ptr().cast::<u8>(), len)
+    };
+    // SAFETY: every field is initialised and valid: a field within the first `len` bytes holds
+    // the plugin's value, of the type this layout gives it (the caller's contract), and any
+    // initialised bit pattern is valid for those types (integers, raw pointers, `RawStr`s,
+    // `Option`s of function pointers); a field past them is zero, a valid value of every field
+    // (the invariant on `PluginDescriptor`). Padding bytes need not be initialised.
+    unsafe { descriptor.assume_init() }
 }
 
 /// The most dependencies a descriptor may declare.
