@@ -638,7 +638,8 @@ mod tests {
         use std::io::Write as _;
 
         fn answer(output: &mut Output<'_>) -> Result<(), Error> {
-            write!(output, "{}-{}", 1, "two")?;
+            let two = "two";
+            write!(output, "{}-{two}", 1)?;
             write!(output, " plain")?;
             writeln!(output)?;
             Ok(())

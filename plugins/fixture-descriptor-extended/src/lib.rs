@@ -14,6 +14,7 @@ use graft_plugin_api::abi::{PluginDescriptor, PluginIdentity};
 
 /// The descriptor of a later ABI revision: today's, then one appended field.
 #[repr(C)]
+#[derive(Debug)]
 pub struct ExtendedDescriptor {
     base: PluginDescriptor,
     /// A field this host does not know; non-zero so that a host misreading it would notice.
