@@ -81,8 +81,9 @@
 //! point the macro generates catches panics and reports them as an error with the panic's
 //! message.
 //!
-//! Changing anything in [`abi`] is a boundary change: [`abi::ABI_VERSION`] and the CHANGELOG move
-//! with it.
+//! Changing anything in [`abi`] is a boundary change, listed in the CHANGELOG. An addition is an
+//! optional field appended and signalled by size (the growth rule in [`abi`]); only a breaking
+//! change moves [`abi::ABI_VERSION`].
 #![deny(missing_docs)]
 
 pub mod abi;
