@@ -7,7 +7,7 @@
 //! plugin lacks reads as "not provided" and one a newer plugin appended is ignored.
 
 use std::fmt;
-use std::mem::MaybeUninit;
+use std::mem::{MaybeUninit, offset_of};
 use std::path::Path;
 
 use graft_plugin_api::abi::{
@@ -144,11 +144,26 @@ pub(super) unsafe fn read(
         interface,
         interface_version,
         api_version,
-        build_profile: BuildProfile::from_raw(descriptor.build_profile),
+        build_profile: if covers(
+            size,
+            offset_of!(PluginDescriptor, build_profile),
+            size_of::<u32>(),
+        ) {
+            BuildProfile::from_raw(descriptor.build_profile)
+        } else {
+            None
+        },
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
     Ok((info, dependencies, entry))
+}
+
+/// Whether a descriptor of `size` bytes holds all of the field at `offset` of `len` bytes: an
+/// appended field is used only then, never from a size that ends inside it (which the copy below
+/// would have filled half with the plugin's bytes and half with zeros).
+fn covers(size: usize, offset: usize, len: usize) -> bool {
+    offset.checked_add(len).is_some_and(|end| end <= size)
 }
 
 /// The descriptor at `raw`, `size` bytes long by its header, as this host's `PluginDescriptor`:
@@ -258,4 +273,56 @@ unsafe fn version(raw: RawStr, field: &'static str, source: &Path) -> Result<Ver
         field,
         reason: format!("`{s}` is not a semver version: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use graft_plugin_api::abi::{BUILD_PROFILE_DEBUG, PluginHeader};
+
+    use super::*;
+
+    /// A descriptor with nothing but a header and `build_profile` set, as plain data.
+    fn sample(size: usize) -> PluginDescriptor {
+        // SAFETY: all-zero bytes are a valid `PluginDescriptor` (the invariant on the struct).
+        let mut descriptor = unsafe { MaybeUninit::<PluginDescriptor>::zeroed().assume_init() };
+        descriptor.header =
+            PluginHeader { magic: MAGIC, abi_version: ABI_VERSION, descriptor_size: size as u32 };
+        descriptor.dependencies_len = 7;
+        descriptor.build_profile = BUILD_PROFILE_DEBUG;
+        descriptor
+    }
+
+    #[test]
+    fn a_shorter_descriptor_reads_its_missing_fields_as_zero() {
+        let size = offset_of!(PluginDescriptor, build_profile);
+        let plugin = sample(size);
+        // SAFETY: `plugin` is a whole descriptor, so its first `size` bytes are readable.
+        let copy = unsafe { copy_prefix(&plugin, size) };
+        assert_eq!((copy.dependencies_len, copy.build_profile), (7, BUILD_PROFILE_UNKNOWN));
+        assert_eq!(copy.header, plugin.header);
+    }
+
+    #[test]
+    fn a_longer_descriptor_is_read_up_to_what_this_host_knows() {
+        #[repr(C)]
+        struct Newer {
+            base: PluginDescriptor,
+            appended: [u64; 4],
+        }
+        let size = std::mem::size_of::<Newer>();
+        let plugin = Newer { base: sample(size), appended: [u64::MAX; 4] };
+        assert_eq!(plugin.appended[0], u64::MAX);
+        // SAFETY: `plugin` is `size` readable bytes that open with a descriptor.
+        let copy = unsafe { copy_prefix(&plugin.base, size) };
+        assert_eq!((copy.dependencies_len, copy.build_profile), (7, BUILD_PROFILE_DEBUG));
+    }
+
+    #[test]
+    fn a_field_is_used_only_when_the_size_covers_all_of_it() {
+        let at = offset_of!(PluginDescriptor, build_profile);
+        assert!(covers(at + 4, at, 4));
+        assert!(!covers(at + 3, at, 4));
+        assert!(!covers(at, at, 4));
+        assert!(!covers(usize::MAX, usize::MAX, 4), "no overflow");
+    }
 }
