@@ -352,6 +352,8 @@ impl RawGreeter {
             version: RawStr::new("1.0.0"),
             log: ignore_log,
             call_service: refuse_calls,
+            // Not provided: the raw baseline takes every error as a failure.
+            max_status: 0,
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();

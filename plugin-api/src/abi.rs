@@ -15,12 +15,38 @@
 //!   plugin's `destroy`.
 //!
 //! # How this ABI grows
-//! The header's `descriptor_size` and [`HostApi::size`] let later ABI versions append fields
-//! without moving the ones here. Version 2 appended the service's dependencies to
-//! [`PluginDescriptor`] and [`HostApi::call_service`], through which a plugin calls another
-//! service by name. The planned next step appends a state handoff pair
-//! (`export_state(instance, sink)` and `import_state(instance, bytes)`) to the descriptor. Each
-//! step bumps [`ABI_VERSION`] and is listed in the CHANGELOG.
+//! [`ABI_VERSION`] names a *breaking* layout: it moves only when a field changes meaning, moves,
+//! or becomes required. Everything else is an *addition*: a field appended at the end of
+//! [`PluginDescriptor`] or [`HostApi`], signalled by the size each side writes
+//! ([`PluginHeader::descriptor_size`], [`HostApi::size`]), never by a new ABI version. Every
+//! appended field is optional: its all-zero value (0, null, `None`) means "not provided", and a
+//! reader that does not find it behaves as it did before the field existed. An addition that a
+//! reader cannot do without is a breaking change and bumps [`ABI_VERSION`].
+//!
+//! Who checks what:
+//! - **The host reads the descriptor.** It reads the [`PluginHeader`] alone and refuses the
+//!   plugin unless the magic number is [`MAGIC`], `abi_version` equals its own [`ABI_VERSION`]
+//!   and `descriptor_size` is at least [`MIN_DESCRIPTOR_SIZE`] (the fields ABI 2 launched with).
+//!   It then copies `min(descriptor_size, size_of::<PluginDescriptor>())` bytes into a zeroed
+//!   `PluginDescriptor`: fields an older plugin does not have read as "not provided", and bytes a
+//!   newer plugin appended past what this host knows are never read.
+//! - **The plugin reads the host table.** Before it uses a field of [`HostApi`], the plugin side
+//!   ([`crate::Host`]) checks that the field's offset plus its size lies within
+//!   [`HostApi::size`] ([`HostApi::provides`]); a field past it is treated as "not provided",
+//!   feature by feature, so a newer plugin runs on an older host with what that host offers.
+//! - **Statuses grow the same way.** A status added later is returned only to a host that says it
+//!   understands it ([`HostApi::max_status`]); an older host is given the closest status it knows.
+//!
+//! The all-zero bit pattern is a valid value of every type in this module that can grow
+//! (integers 0, raw pointers null, `Option<fn>` `None`): that is what lets the host start from a
+//! zeroed structure. Keep it true for every field appended.
+//!
+//! History: ABI 2 appended the service's dependencies to [`PluginDescriptor`] and
+//! [`HostApi::call_service`] (ABI 1 had no size rule for them, hence the bump).
+//! `graft-plugin-api` 0.3 appended [`PluginDescriptor::build_profile`], [`HostApi::max_status`]
+//! and [`STATUS_REFUSED`] within ABI 2. The planned state handoff pair
+//! (`export_state(instance, sink)` and `import_state(instance, bytes)`) will be appended the same
+//! way. Each step is listed in the CHANGELOG.
 
 use std::ffi::c_void;
 
@@ -29,7 +55,16 @@ use std::ffi::c_void;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"GRAFTPLG");
 
 /// The version of this ABI. The host refuses a plugin whose header carries another one.
+///
+/// It moves only for a breaking change; additions are appended and signalled by size (see the
+/// module documentation).
 pub const ABI_VERSION: u32 = 2;
+
+/// The smallest [`PluginHeader::descriptor_size`] a host of this ABI version accepts: the header
+/// and every field ABI 2 launched with, up to and including
+/// [`PluginDescriptor::dependencies_len`]. Fields after it were appended later and are optional.
+pub const MIN_DESCRIPTOR_SIZE: usize =
+    std::mem::offset_of!(PluginDescriptor, dependencies_len) + std::mem::size_of::<usize>();
 
 /// The name of the symbol every plugin exports, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"graft_plugin_entry\0";
@@ -43,9 +78,19 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// host process, so the host refuses to load it.
 pub const BUILD_PANIC_UNWIND: u64 = 1 << 0;
 
+/// [`PluginDescriptor::build_profile`]: the plugin did not say how it was built (a plugin built
+/// before the field existed, or a hand-made descriptor).
+pub const BUILD_PROFILE_UNKNOWN: u32 = 0;
+/// [`PluginDescriptor::build_profile`]: an optimised build (`debug_assertions` off, as in
+/// `cargo build --release`).
+pub const BUILD_PROFILE_OPTIMISED: u32 = 1;
+/// [`PluginDescriptor::build_profile`]: a debug build (`debug_assertions` on, as in a plain
+/// `cargo build`): typically many times slower, and rarely what an operator meant to deploy.
+pub const BUILD_PROFILE_DEBUG: u32 = 2;
+
 /// Status returned by every entry point: success.
 pub const STATUS_OK: i32 = 0;
-/// Status: the service returned an error; its message was written to the error sink.
+/// Status: the service failed (an internal error); its message was written to the error sink.
 pub const STATUS_ERROR: i32 = 1;
 /// Status: the plugin's code panicked; the panic message was written to the error sink.
 pub const STATUS_PANIC: i32 = 2;
@@ -54,6 +99,14 @@ pub const STATUS_PANIC: i32 = 2;
 /// [`HostApi::call_service`] returns it for every failure; a plugin returns it when it passes such
 /// a failure on (`?` on a [`crate::CallError`] does).
 pub const STATUS_DEPENDENCY: i32 = 3;
+/// Status: the service answered "no" on purpose: the call asked for something it does not have
+/// or does not accept (not found, invalid input, an unknown method). The caller's problem, not a
+/// failure of the service: the host does not count it against the build. The message was
+/// written to the error sink.
+///
+/// Added in `graft-plugin-api` 0.3 within ABI 2: a plugin returns it only to a host whose
+/// [`HostApi::max_status`] includes it, and [`STATUS_ERROR`] to an older host.
+pub const STATUS_REFUSED: i32 = 4;
 
 /// Log levels passed to [`HostApi::log`], from most to least severe.
 pub mod log_level {
@@ -244,8 +297,9 @@ unsafe extern "C" fn append_to_vec(ctx: *mut c_void, data: *const u8, len: usize
 /// `destroy`: a plugin may keep it anywhere (a static, a thread-local whose destructor runs late),
 /// so no earlier moment would be safe to free it.
 ///
-/// Only `size` bytes of it exist: a plugin built against a later ABI must not read fields past
-/// `size`.
+/// Only `size` bytes of it exist: a plugin must check that a field lies within `size` before it
+/// reads it ([`HostApi::provides`]), since an older host passes a shorter table. Fields appended
+/// after ABI 2 launched are optional, and their all-zero value means "not provided".
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {
@@ -262,6 +316,24 @@ pub struct HostApi {
     pub log: LogFn,
     /// Calls another service by name (since ABI version 2).
     pub call_service: CallServiceFn,
+    /// The highest status this host understands (appended in `graft-plugin-api` 0.3). A host
+    /// that does not provide it understands statuses up to [`STATUS_DEPENDENCY`].
+    pub max_status: i32,
+}
+
+impl HostApi {
+    /// Whether a table of `self.size` bytes holds the field at `offset` of `len` bytes: the
+    /// per-field check a plugin makes before it reads a field, so that it never reads past the
+    /// end of an older host's shorter table.
+    ///
+    /// `offset` and `len` come from `std::mem::offset_of!(HostApi, field)` and
+    /// `std::mem::size_of` of the field's type.
+    pub const fn provides(&self, offset: usize, len: usize) -> bool {
+        match offset.checked_add(len) {
+            Some(end) => end <= self.size,
+            None => false,
+        }
+    }
 }
 
 /// A service this plugin depends on, with a semver requirement on that service's interface.
@@ -288,6 +360,11 @@ impl DependencySpec {
 ///
 /// The `Option`s around the entry points are there so that the host can check a hand-made
 /// descriptor for null pointers instead of trusting it; the export macro fills every one.
+///
+/// Invariant: all-zero bytes are a valid value of this struct (every field is an integer, a
+/// raw pointer, a [`RawStr`] or an `Option` of a function pointer), and they mean "not
+/// provided". The host reads a descriptor shorter than its own by copying the bytes that exist
+/// over a zeroed one, so every field appended later must keep this true.
 #[repr(C)]
 #[derive(Debug)]
 pub struct PluginDescriptor {
@@ -315,8 +392,15 @@ pub struct PluginDescriptor {
     pub destroy: Option<DestroyFn>,
     /// The services this one depends on (since ABI version 2): `dependencies_len` specs.
     pub dependencies: *const DependencySpec,
-    /// How many dependencies there are.
+    /// How many dependencies there are. The last field ABI 2 launched with
+    /// ([`MIN_DESCRIPTOR_SIZE`] ends here); the fields below were appended later and are
+    /// optional.
     pub dependencies_len: usize,
+    /// How the plugin was built (appended in `graft-plugin-api` 0.3): [`BUILD_PROFILE_OPTIMISED`],
+    /// [`BUILD_PROFILE_DEBUG`], or [`BUILD_PROFILE_UNKNOWN`] (0, also what a host reads from a
+    /// plugin built before the field existed). The export macro sets it from
+    /// `cfg!(debug_assertions)` in the plugin crate.
+    pub build_profile: u32,
 }
 
 // SAFETY: a descriptor is immutable once built, and every pointer in it points at `'static`
@@ -364,13 +448,40 @@ impl PluginDescriptor {
             destroy: Some(crate::shim::destroy::<S>),
             dependencies: dependencies.as_ptr(),
             dependencies_len: dependencies.len(),
+            build_profile: BUILD_PROFILE_UNKNOWN,
         }
+    }
+
+    /// The same descriptor, declaring `profile` as [`PluginDescriptor::build_profile`]. Like
+    /// `build_flags`, it must be computed in the plugin crate ([`crate::export_service!`] does so
+    /// with `cfg!(debug_assertions)`).
+    pub const fn with_build_profile(mut self, profile: u32) -> Self {
+        self.build_profile = profile;
+        self
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_minimum_descriptor_ends_where_the_appended_fields_begin() {
+        assert_eq!(MIN_DESCRIPTOR_SIZE, std::mem::offset_of!(PluginDescriptor, build_profile));
+        assert!(MIN_DESCRIPTOR_SIZE < std::mem::size_of::<PluginDescriptor>());
+    }
+
+    #[test]
+    fn an_all_zero_descriptor_reads_as_nothing_provided() {
+        // SAFETY: all-zero bytes are a valid `PluginDescriptor` (the invariant on the struct):
+        // integers, raw pointers, `RawStr`s and `Option`s of function pointers.
+        let zero = unsafe { std::mem::MaybeUninit::<PluginDescriptor>::zeroed().assume_init() };
+        assert!(zero.create.is_none() && zero.destroy.is_none());
+        assert!(zero.dependencies.is_null() && zero.service_name.ptr.is_null());
+        assert_eq!(zero.build_profile, BUILD_PROFILE_UNKNOWN);
+        // SAFETY: a null `RawStr` of length 0 reads as empty without touching memory.
+        assert_eq!(unsafe { zero.service_name.as_bytes() }, b"");
+    }
 
     #[test]
     fn a_vec_sink_appends_what_is_written_and_refuses_a_null_pointer() {

@@ -11,13 +11,19 @@
 //!    crate-type = ["cdylib"]
 //!
 //!    [dependencies]
-//!    graft-plugin-api = "0.2"
+//!    # Not on crates.io yet: depend on the repository (or a checkout, by path).
+//!    graft-plugin-api = { git = "<graft's repository URL>", tag = "..." }
+//!    # graft-plugin-api = { path = "../graft/plugin-api" }
 //!    ```
 //!    Keep the default `panic = "unwind"`: the host refuses a plugin built with
 //!    `panic = "abort"`, whose first panic would take the host process down.
 //! 2. Write a type holding your service's state and implement [`Service`] for it: `create`
 //!    builds it, `call` answers one call by writing into the [`Output`], `health` says whether it
-//!    can serve. Calls arrive on many threads at once, so the type is `Send + Sync`.
+//!    can serve. Calls arrive on many threads at once, so the type is `Send + Sync`. Say "no" to
+//!    a caller with a refusal ([`Error::not_found`], [`Error::invalid_input`],
+//!    [`Error::unknown_method`], [`Error::refused`]) and report a failure of the service with
+//!    [`Error::new`]: the host counts only failures (and panics) against a new build, and rolls
+//!    a build back when it fails too often, never because callers asked for missing keys.
 //! 3. Export it with [`export_service!`], naming the service, the plugin's version, and the
 //!    interface it implements with that interface's semver version. Bump the interface's minor
 //!    version for compatible additions and its major version for breaking changes: the host
@@ -33,7 +39,8 @@
 //!    it), starts this service only once its dependencies run, and waits a bounded time for one
 //!    that is starting or paused. Pass a failed call on with `?`: the caller at the top then
 //!    learns which service and version failed, and through which chain of calls.
-//! 7. Build it with `cargo build --release` and hand the `.so` to the host.
+//! 7. Build it with `cargo build --release` and hand the `.so` to the host. The descriptor
+//!    records whether the build was optimised, and the host's status shows a debug build as one.
 //!
 //! # Example
 //! A complete plugin:
@@ -53,8 +60,9 @@
 //!     fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
 //!         match method {
 //!             "greet" => {
-//!                 let name = std::str::from_utf8(input).map_err(Error::new)?;
-//!                 output.write(format!("hello, {name}").as_bytes())?;
+//!                 let name = std::str::from_utf8(input).map_err(Error::invalid_input)?;
+//!                 self.host.debug("greeting");
+//!                 write!(output, "hello, {name}")?;
 //!                 Ok(())
 //!             }
 //!             _ => Err(Error::unknown_method(method)),
@@ -73,8 +81,9 @@
 //! point the macro generates catches panics and reports them as an error with the panic's
 //! message.
 //!
-//! Changing anything in [`abi`] is a boundary change: [`abi::ABI_VERSION`] and the CHANGELOG move
-//! with it.
+//! Changing anything in [`abi`] is a boundary change, listed in the CHANGELOG. An addition is an
+//! optional field appended and signalled by size (the growth rule in [`abi`]); only a breaking
+//! change moves [`abi::ABI_VERSION`].
 #![deny(missing_docs)]
 
 pub mod abi;
@@ -82,7 +91,7 @@ pub mod provenance;
 mod service;
 mod shim;
 
-pub use service::{CallError, Error, Host, Level, Output, OutputFull, Service};
+pub use service::{CallError, Error, ErrorKind, Host, Level, Output, OutputFull, Service};
 
 /// Exports a [`Service`] as this plugin's entry point.
 ///
@@ -127,7 +136,8 @@ macro_rules! export_service {
                 },
                 __GRAFT_PLUGIN_DEPENDENCIES,
                 $crate::build_flags!(),
-            );
+            )
+            .with_build_profile($crate::build_profile!());
 
         /// The graft entry point: returns this plugin's descriptor.
         #[unsafe(no_mangle)]
@@ -146,5 +156,21 @@ macro_rules! export_service {
 macro_rules! build_flags {
     () => {
         if cfg!(panic = "unwind") { $crate::abi::BUILD_PANIC_UNWIND } else { 0 }
+    };
+}
+
+/// The build profile of the crate that expands it, as [`abi::PluginDescriptor::build_profile`].
+///
+/// It must expand in the plugin crate: `cfg!(debug_assertions)` reports the settings of the
+/// crate being compiled, not of this one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! build_profile {
+    () => {
+        if cfg!(debug_assertions) {
+            $crate::abi::BUILD_PROFILE_DEBUG
+        } else {
+            $crate::abi::BUILD_PROFILE_OPTIMISED
+        }
     };
 }

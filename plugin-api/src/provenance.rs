@@ -17,8 +17,12 @@ const FIELD: char = '\u{1f}';
 /// What kind of failure ended the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The service returned an error.
+    /// The service returned an error: a failure of the service.
     Error,
+    /// The service said "no" on purpose (not found, invalid input, unknown method): the
+    /// caller's problem, not a failure of the service. Added in `graft-plugin-api` 0.3; an older
+    /// decoder reads it as `Other("refused")`.
+    Refused,
     /// The service panicked.
     Panic,
     /// The service was not running (starting, paused, stopped or not loaded) within the deadline.
@@ -70,6 +74,7 @@ impl Provenance {
     pub fn encode(&self) -> Vec<u8> {
         let kind = match &self.failure.kind {
             FailureKind::Error => "error",
+            FailureKind::Refused => "refused",
             FailureKind::Panic => "panic",
             FailureKind::NotReady => "not-ready",
             FailureKind::Stopped => "stopped",
@@ -97,6 +102,7 @@ impl Provenance {
         };
         let kind = match *kind {
             "error" => FailureKind::Error,
+            "refused" => FailureKind::Refused,
             "panic" => FailureKind::Panic,
             "not-ready" => FailureKind::NotReady,
             "stopped" => FailureKind::Stopped,
@@ -134,6 +140,7 @@ impl Provenance {
         let f = &self.failure;
         let what = match &f.kind {
             FailureKind::Error => "failed",
+            FailureKind::Refused => "refused",
             FailureKind::Panic => "panicked",
             FailureKind::NotReady => "was not ready",
             FailureKind::Stopped => "is stopped",
@@ -189,6 +196,15 @@ mod tests {
             sample().describe(),
             "front 1.0.0 `get` -> middle 1.2.0 `fetch` -> back 2.0.0 panicked in `read`: disk\u{1e}on fire"
         );
+    }
+
+    #[test]
+    fn a_refusal_round_trips_as_a_refusal() {
+        let mut refusal = sample();
+        refusal.failure.kind = FailureKind::Refused;
+        let decoded = Provenance::decode(&refusal.encode()).unwrap();
+        assert_eq!(decoded.failure.kind, FailureKind::Refused);
+        assert!(decoded.describe().ends_with("back 2.0.0 refused in `read`: disk on fire"));
     }
 
     #[test]

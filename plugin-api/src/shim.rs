@@ -3,6 +3,9 @@
 //! Each one runs the service's code under `catch_unwind`: since Rust 1.81 a panic that reaches
 //! an `extern "C"` boundary aborts the process, which here would be the host's. A panic becomes
 //! [`STATUS_PANIC`] with its message written to the error sink.
+//!
+//! The instance pointer the host holds is a `Box<Instance<S>>`: the service together with what
+//! the shim learned about the host that created it (which statuses it understands).
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -10,9 +13,26 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::Service;
 use crate::abi::{
-    HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC, WriteSink,
+    HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+    STATUS_REFUSED, WriteSink,
 };
 use crate::service::{Host, Output, write_to_sink};
+
+/// What the opaque instance pointer handed to the host points at.
+struct Instance<S> {
+    service: S,
+    /// The status a refusal is reported with: [`STATUS_REFUSED`] to a host that understands it,
+    /// [`STATUS_ERROR`] to an older one, which would take an unknown status for a broken plugin
+    /// and lose the message.
+    refusal_status: i32,
+}
+
+impl<S> Instance<S> {
+    /// The status to report `error`, returned by the service's `call`, with.
+    fn status_of(&self, error: &crate::Error) -> i32 {
+        if error.is_refusal() { self.refusal_status } else { STATUS_ERROR }
+    }
+}
 
 /// `CreateFn` for `S`.
 ///
@@ -32,7 +52,10 @@ pub(crate) unsafe extern "C" fn create<S: Service>(
     let outcome = catch_unwind(AssertUnwindSafe(|| S::create(host)));
     match outcome {
         Ok(Ok(service)) => {
-            let instance = Box::into_raw(Box::new(service)).cast::<c_void>();
+            let refusal_status =
+                if host.max_status() >= STATUS_REFUSED { STATUS_REFUSED } else { STATUS_ERROR };
+            let instance = Instance { service, refusal_status };
+            let instance = Box::into_raw(Box::new(instance)).cast::<c_void>();
             // SAFETY: the caller passes a pointer valid for a write (this function's contract).
             unsafe { instance_out.write(instance) };
             STATUS_OK
@@ -56,9 +79,10 @@ pub(crate) unsafe extern "C" fn call<S: Service>(
 ) -> i32 {
     // SAFETY: both sinks are valid for the call (this function's contract).
     let (output, error) = unsafe { (&*output, &*error) };
-    // SAFETY: `instance` is a live `Box<S>` from `create::<S>`; calls only take `&S`, and `S:
-    // Sync` makes concurrent shared access sound.
-    let service = unsafe { &*instance.cast::<S>() };
+    // SAFETY: `instance` is a live `Box<Instance<S>>` from `create::<S>`; calls only take a
+    // shared reference, and `S: Sync` makes concurrent shared access sound.
+    let instance = unsafe { &*instance.cast::<Instance<S>>() };
+    let service = &instance.service;
     // SAFETY: the caller vouches that `method` and `input` stay valid for this call.
     let (method, input) = unsafe { (method.as_bytes(), input.as_slice()) };
     let Ok(method) = std::str::from_utf8(method) else {
@@ -74,7 +98,7 @@ pub(crate) unsafe extern "C" fn call<S: Service>(
                 let _ = write_to_sink(error, record);
                 STATUS_DEPENDENCY
             }
-            None => report(error, STATUS_ERROR, e.message()),
+            None => report(error, instance.status_of(&e), e.message()),
         },
         Err(payload) => report_panic(error, payload),
     }
@@ -91,8 +115,9 @@ pub(crate) unsafe extern "C" fn health<S: Service>(
 ) -> i32 {
     // SAFETY: the sink is valid for the call (this function's contract).
     let error = unsafe { &*error };
-    // SAFETY: as in `call`: a live `Box<S>`, shared access only.
-    let service = unsafe { &*instance.cast::<S>() };
+    // SAFETY: as in `call`: a live `Box<Instance<S>>`, shared access only.
+    let service = unsafe { &(*instance.cast::<Instance<S>>()).service };
+    // A health check has no caller whose problem a refusal could be: any error is a failure.
     match catch_unwind(AssertUnwindSafe(|| service.health())) {
         Ok(Ok(())) => STATUS_OK,
         Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
@@ -111,9 +136,9 @@ pub(crate) unsafe extern "C" fn destroy<S: Service>(
 ) -> i32 {
     // SAFETY: the sink is valid for the call (this function's contract).
     let error = unsafe { &*error };
-    // SAFETY: `instance` is the `Box<S>` leaked by `create::<S>`, and the caller guarantees
-    // nothing uses it any more, so taking ownership back is sound.
-    let service = unsafe { Box::from_raw(instance.cast::<S>()) };
+    // SAFETY: `instance` is the `Box<Instance<S>>` leaked by `create::<S>`, and the caller
+    // guarantees nothing uses it any more, so taking ownership back is sound.
+    let service = unsafe { Box::from_raw(instance.cast::<Instance<S>>()) };
     match catch_unwind(AssertUnwindSafe(move || drop(service))) {
         Ok(()) => STATUS_OK,
         Err(payload) => report_panic(error, payload),
@@ -152,6 +177,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::STATUS_REFUSED;
     use crate::{Error, Output};
 
     struct Echo;
@@ -167,6 +193,7 @@ mod tests {
                 "fail" => Err(Error::new("failed on purpose")),
                 "panic" => panic!("panicked on purpose: {}", input.len()),
                 "panic-static" => std::panic::panic_any(7u32),
+                "missing" => Err(Error::not_found("key `k`")),
                 _ => Err(Error::unknown_method(method)),
             }
         }
@@ -177,12 +204,16 @@ mod tests {
     }
 
     fn new_echo() -> *mut c_void {
+        new_echo_on(std::ptr::null())
+    }
+
+    fn new_echo_on(host: *const HostApi) -> *mut c_void {
         let mut instance = std::ptr::null_mut();
         let mut error = Vec::new();
-        // SAFETY: a null host is allowed, the out pointer and the sink are valid for the call.
-        let status = unsafe {
-            create::<Echo>(std::ptr::null(), &mut instance, &WriteSink::for_vec(&mut error))
-        };
+        // SAFETY: `host` is null or a table that outlives the instance; the out pointer and the
+        // sink are valid for the call.
+        let status =
+            unsafe { create::<Echo>(host, &mut instance, &WriteSink::for_vec(&mut error)) };
         assert_eq!(status, STATUS_OK);
         assert!(!instance.is_null());
         instance
@@ -231,6 +262,60 @@ mod tests {
         );
         assert_eq!(call_echo(instance, "echo", b"still here").0, STATUS_OK);
         destroy_echo(instance);
+    }
+
+    unsafe extern "C" fn no_log(_: *const c_void, _: u32, _: *const u8, _: usize) {}
+
+    unsafe extern "C" fn no_call(
+        _: *const c_void,
+        _: RawStr,
+        _: RawStr,
+        _: RawBytes,
+        _: *const WriteSink,
+        _: *const WriteSink,
+    ) -> i32 {
+        STATUS_ERROR
+    }
+
+    fn host_table(max_status: i32) -> HostApi {
+        HostApi {
+            size: std::mem::size_of::<HostApi>(),
+            ctx: std::ptr::null(),
+            service: RawStr::new("echo"),
+            version: RawStr::new("1.0.0"),
+            log: no_log,
+            call_service: no_call,
+            max_status,
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_its_own_status_for_a_host_that_knows_it() {
+        let host = host_table(STATUS_REFUSED);
+        let instance = new_echo_on(&host);
+        assert_eq!(
+            call_echo(instance, "missing", b""),
+            (STATUS_REFUSED, Vec::new(), "not found: key `k`".to_owned())
+        );
+        assert_eq!(
+            call_echo(instance, "frob", b""),
+            (STATUS_REFUSED, Vec::new(), "unknown method `frob`".to_owned())
+        );
+        assert_eq!(call_echo(instance, "fail", b"").0, STATUS_ERROR);
+        destroy_echo(instance);
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_status_for_an_older_host() {
+        // A host whose table predates `max_status` (0: not provided), and no host at all.
+        let host = host_table(0);
+        for instance in [new_echo_on(&host), new_echo()] {
+            assert_eq!(
+                call_echo(instance, "missing", b""),
+                (STATUS_ERROR, Vec::new(), "not found: key `k`".to_owned())
+            );
+            destroy_echo(instance);
+        }
     }
 
     #[test]

@@ -54,6 +54,8 @@ impl Service for Greeter {
             }
             "panic" => panic!("greeter {VERSION} panicked on purpose"),
             "fail" => Err(Error::new(format!("greeter {VERSION} failed on purpose"))),
+            // A lookup that never finds anything: the service's own "no", not a failure.
+            "find" => Err(Error::not_found(format!("`{}`", String::from_utf8_lossy(input)))),
             "log" => {
                 self.host.info(&format!("greeter {VERSION} says {}", String::from_utf8_lossy(input)));
                 Ok(())

@@ -83,6 +83,17 @@ pub enum Error {
         /// The ABI version of the plugin.
         found: u32,
     },
+    /// The descriptor is smaller than the fields its ABI version launched with, so it cannot be
+    /// read (later fields may be absent; those it launched with may not).
+    DescriptorTooSmall {
+        /// The file.
+        path: PathBuf,
+        /// The size its header declares.
+        size: u32,
+        /// The smallest size this host accepts for its ABI version
+        /// (`graft_plugin_api::abi::MIN_DESCRIPTOR_SIZE`).
+        minimum: u32,
+    },
     /// A field of the descriptor is missing or malformed.
     InvalidDescriptor {
         /// The file.
@@ -191,6 +202,19 @@ pub enum Error {
     },
     /// A call returned an error.
     CallFailed {
+        /// The service.
+        service: String,
+        /// The version that answered.
+        version: Version,
+        /// The method called.
+        method: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The service refused the call on purpose: what it was asked for does not exist, the input
+    /// is not acceptable, or the method is unknown. The caller's problem, not a failure of the
+    /// service: probation and every count of failures ignore it.
+    Refused {
         /// The service.
         service: String,
         /// The version that answered.
@@ -436,6 +460,12 @@ impl fmt::Display for Error {
                 "{} speaks graft ABI version {found}, this host speaks version {expected}",
                 path.display()
             ),
+            Error::DescriptorTooSmall { path, size, minimum } => write!(
+                f,
+                "{} has a descriptor of {size} bytes, graft ABI version {} needs at least {minimum}",
+                path.display(),
+                graft_plugin_api::abi::ABI_VERSION
+            ),
             Error::InvalidDescriptor { path, field, reason } => {
                 write!(f, "{} has an invalid descriptor field `{field}`: {reason}", path.display())
             }
@@ -478,6 +508,9 @@ impl fmt::Display for Error {
             }
             Error::CallFailed { service, version, method, message } => {
                 write!(f, "{service} {version} failed in `{method}`: {message}")
+            }
+            Error::Refused { service, version, method, message } => {
+                write!(f, "{service} {version} refused `{method}`: {message}")
             }
             Error::PluginPanicked { service, version, method, message } => {
                 write!(f, "{service} {version} panicked in `{method}`: {message}")

@@ -85,6 +85,7 @@ mod tests {
             interface: interface.to_owned(),
             interface_version: Version::parse(interface_version).unwrap(),
             api_version: Version::new(0, 1, 0),
+            build_profile: None,
             source: PathBuf::from("/plugins/x.so"),
             staged: PathBuf::from("/staging/x.so"),
         }

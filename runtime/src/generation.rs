@@ -576,6 +576,12 @@ impl Lease {
                 method: method.to_owned(),
                 message: String::from_utf8_lossy(&message).into_owned(),
             },
+            graft_plugin_api::abi::STATUS_REFUSED => Error::Refused {
+                service,
+                version,
+                method: method.to_owned(),
+                message: String::from_utf8_lossy(&message).into_owned(),
+            },
             STATUS_PANIC => {
                 let message = String::from_utf8_lossy(&message).into_owned();
                 tracing::error!(service = %service, version = %version, method, panic = %message, "plugin panicked");

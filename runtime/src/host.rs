@@ -11,7 +11,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Weak;
 
 use graft_plugin_api::abi::{
-    HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_OK, STATUS_PANIC, WriteSink, log_level,
+    HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_OK, STATUS_PANIC, STATUS_REFUSED,
+    WriteSink, log_level,
 };
 use graft_plugin_api::provenance::{Failure, FailureKind, Provenance};
 use parking_lot::Mutex;
@@ -68,6 +69,8 @@ pub(crate) fn host_api(
                 version: RawStr::new(""),
                 log: log_line,
                 call_service,
+                // `Lease::call_error` turns every status up to this one into its own error.
+                max_status: STATUS_REFUSED,
             },
             context: HostContext {
                 runtime: runtime.clone(),
@@ -249,6 +252,9 @@ pub(crate) mod provenance {
             Error::CallFailed { service, version, method, message } => {
                 make(FailureKind::Error, service, &version.to_string(), method, message.clone())
             }
+            Error::Refused { service, version, method, message } => {
+                make(FailureKind::Refused, service, &version.to_string(), method, message.clone())
+            }
             Error::PluginPanicked { service, version, method, message } => {
                 make(FailureKind::Panic, service, &version.to_string(), method, message.clone())
             }
@@ -310,6 +316,12 @@ pub(crate) mod provenance {
         let parsed = Version::parse(&f.version).unwrap_or_else(|_| Version::new(0, 0, 0));
         let cause = match f.kind {
             FailureKind::Error => Error::CallFailed {
+                service: f.service,
+                version: parsed,
+                method: f.method,
+                message: f.message,
+            },
+            FailureKind::Refused => Error::Refused {
                 service: f.service,
                 version: parsed,
                 method: f.method,

@@ -1825,6 +1825,9 @@ pub struct GenerationStatus {
     pub interface_version: Version,
     /// The `graft-plugin-api` version it was built with.
     pub api_version: Version,
+    /// How it was built: `Some(BuildProfile::Debug)` for a build without optimisations; `None`
+    /// when the plugin does not say (built with `graft-plugin-api` before 0.3).
+    pub build_profile: Option<crate::BuildProfile>,
     /// The file it was loaded from.
     pub source: PathBuf,
     /// The staged copy that is mapped.
@@ -1839,6 +1842,7 @@ impl GenerationStatus {
             version: info.plugin_version.clone(),
             interface_version: info.interface_version.clone(),
             api_version: info.api_version.clone(),
+            build_profile: info.build_profile,
             source: info.source.clone(),
             staged: info.staged.clone(),
         }

@@ -1,5 +1,6 @@
 //! The integration-test modules and the helpers they share.
 
+mod abi;
 mod defects;
 mod dependencies;
 mod drain;

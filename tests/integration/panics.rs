@@ -81,8 +81,10 @@ fn a_service_error_names_the_service_version_and_method() {
         ),
         "{err:?}"
     );
+    // An unknown method is the caller's problem: a refusal, not a failure of the service.
     let err = setup.runtime.call("greeter", "no-such-method", b"").unwrap_err();
     assert!(
-        matches!(&err, Error::CallFailed { message, .. } if message.contains("unknown method"))
+        matches!(&err, Error::Refused { message, .. } if message.contains("unknown method")),
+        "{err:?}"
     );
 }

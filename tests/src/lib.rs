@@ -4,7 +4,8 @@
 //! The integration tests, the benchmarks and the demo all need the plugins as `.so` files, and a
 //! plain `cargo test` does not produce a cdylib's library. The first call to [`path`] in a
 //! process runs `cargo build --profile plugin` for every fixture (and `--profile plugin-abort`
-//! for the one that must be built with `panic = "abort"`), into a target directory of its own
+//! for the one that must be built with `panic = "abort"`, `--profile plugin-debug` for the one
+//! that must be built without optimisations), into a target directory of its own
 //! (`<target>/graft-plugins`) so that it never waits on the lock of the outer cargo command that
 //! is running the tests. Cargo makes a rebuild of unchanged plugins a no-op.
 //!
@@ -57,11 +58,21 @@ pub enum Fixture {
     SlowHealth,
     /// A compatible greeter (1.10.0, interface 1.0.5) that depends on `rendezvous`.
     GreeterNeedsRendezvous,
+    /// A compatible greeter (1.10.0) whose descriptor ends before its last field, as a plugin
+    /// built before that field was appended.
+    DescriptorShort,
+    /// A compatible greeter (1.11.0) whose descriptor carries a field appended after the host's
+    /// layout.
+    DescriptorExtended,
+    /// A greeter (1.12.0) whose descriptor is smaller than the minimum of its ABI version.
+    DescriptorTiny,
+    /// A compatible greeter (1.13.0) built without optimisations (the `plugin-debug` profile).
+    GreeterDebug,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 19] = [
+    pub const ALL: [Fixture; 23] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -81,6 +92,10 @@ impl Fixture {
         Fixture::Threads1_1,
         Fixture::SlowHealth,
         Fixture::GreeterNeedsRendezvous,
+        Fixture::DescriptorShort,
+        Fixture::DescriptorExtended,
+        Fixture::DescriptorTiny,
+        Fixture::GreeterDebug,
     ];
 
     /// The cargo package that builds it.
@@ -105,6 +120,10 @@ impl Fixture {
             Fixture::Threads1_1 => "fixture-threads-2",
             Fixture::SlowHealth => "fixture-slow-health",
             Fixture::GreeterNeedsRendezvous => "fixture-greeter-needs",
+            Fixture::DescriptorShort => "fixture-descriptor-short",
+            Fixture::DescriptorExtended => "fixture-descriptor-extended",
+            Fixture::DescriptorTiny => "fixture-descriptor-tiny",
+            Fixture::GreeterDebug => "fixture-greeter-debug",
         }
     }
 
@@ -123,6 +142,10 @@ impl Fixture {
             Fixture::Sickly => "1.8.0",
             Fixture::Flaky => "1.9.0",
             Fixture::GreeterNeedsRendezvous => "1.10.0",
+            Fixture::DescriptorShort => "1.10.0",
+            Fixture::DescriptorExtended => "1.11.0",
+            Fixture::DescriptorTiny => "1.12.0",
+            Fixture::GreeterDebug => "1.13.0",
             Fixture::Worker
             | Fixture::GatedWorker
             | Fixture::Crashy
@@ -137,6 +160,7 @@ impl Fixture {
     pub fn profile(self) -> &'static str {
         match self {
             Fixture::PanicAbort => "plugin-abort",
+            Fixture::GreeterDebug => "plugin-debug",
             _ => "plugin",
         }
     }
@@ -234,7 +258,7 @@ fn build_all() -> Result<PathBuf, BuildError> {
     let root = workspace_root();
     let target = fixture_target(&root);
     // One cargo command per profile; cargo builds the packages of each in parallel.
-    for profile in ["plugin", "plugin-abort"] {
+    for profile in ["plugin", "plugin-abort", "plugin-debug"] {
         let packages = Fixture::ALL.into_iter().filter(|f| f.profile() == profile);
         build(&root, &target, profile, packages)?;
     }

@@ -1,10 +1,18 @@
 //! Reading a plugin's descriptor: the header first, then, once the header is checked, the rest,
 //! copied into owned values before the library could be closed.
+//!
+//! The descriptor grows by appending optional fields (the rule in `graft_plugin_api::abi`): a
+//! descriptor of any size from [`MIN_DESCRIPTOR_SIZE`] up is read by copying the bytes it has,
+//! and no more than this host knows, over a zeroed `PluginDescriptor`, so a field an older
+//! plugin lacks reads as "not provided" and one a newer plugin appended is ignored.
 
+use std::fmt;
+use std::mem::{MaybeUninit, offset_of};
 use std::path::Path;
 
 use graft_plugin_api::abi::{
-    ABI_VERSION, BUILD_PANIC_UNWIND, MAGIC, PluginDescriptor, PluginHeader, RawStr,
+    ABI_VERSION, BUILD_PANIC_UNWIND, BUILD_PROFILE_DEBUG, BUILD_PROFILE_OPTIMISED,
+    BUILD_PROFILE_UNKNOWN, MAGIC, MIN_DESCRIPTOR_SIZE, PluginDescriptor, PluginHeader, RawStr,
 };
 use semver::{Version, VersionReq};
 
@@ -13,6 +21,42 @@ use crate::{Dependency, Error};
 
 /// The longest string the runtime accepts in a descriptor.
 const MAX_DESCRIPTOR_STR: usize = 1024;
+
+/// How a plugin says it was built ([`PluginInfo::build_profile`](super::PluginInfo)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildProfile {
+    /// An optimised build (`debug_assertions` off, as `cargo build --release` makes).
+    Optimised,
+    /// A debug build (`debug_assertions` on, as a plain `cargo build` makes): usually many
+    /// times slower than an optimised one, and rarely meant for serving.
+    Debug,
+    /// A value this host does not know, from a newer `graft-plugin-api`.
+    Other(u32),
+}
+
+impl BuildProfile {
+    /// The profile a descriptor declares; `None` when it does not say (a plugin built before
+    /// the field existed).
+    pub(crate) fn from_raw(raw: u32) -> Option<BuildProfile> {
+        match raw {
+            BUILD_PROFILE_UNKNOWN => None,
+            BUILD_PROFILE_OPTIMISED => Some(BuildProfile::Optimised),
+            BUILD_PROFILE_DEBUG => Some(BuildProfile::Debug),
+            other => Some(BuildProfile::Other(other)),
+        }
+    }
+}
+
+impl fmt::Display for BuildProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildProfile::Optimised => f.write_str("optimised"),
+            BuildProfile::Debug => f.write_str("debug (not optimised)"),
+            BuildProfile::Other(raw) => write!(f, "unknown build profile {raw}"),
+        }
+    }
+}
 
 /// Reads and checks the descriptor: the header first, and the rest only once the header is
 /// known to be graft's and of this ABI version.
@@ -33,7 +77,8 @@ pub(super) unsafe fn read(
     if raw.is_null() {
         return Err(invalid("descriptor", "the entry point returned a null pointer".to_owned()));
     }
-    // The whole descriptor is read below, so check its alignment, not only the header's.
+    // The header is read as a value, so its pointer must be aligned; a misaligned one is not a
+    // descriptor the export macro made.
     if !raw.is_aligned() {
         return Err(invalid("descriptor", format!("misaligned pointer {raw:p}")));
     }
@@ -50,16 +95,19 @@ pub(super) unsafe fn read(
             found: header.abi_version,
         });
     }
-    let expected = std::mem::size_of::<PluginDescriptor>();
-    if (header.descriptor_size as usize) < expected {
-        return Err(invalid(
-            "header.descriptor_size",
-            format!("{} bytes, ABI version {ABI_VERSION} needs {expected}", header.descriptor_size),
-        ));
+    let size = header.descriptor_size as usize;
+    if size < MIN_DESCRIPTOR_SIZE {
+        return Err(Error::DescriptorTooSmall {
+            path: source.to_path_buf(),
+            size: header.descriptor_size,
+            minimum: MIN_DESCRIPTOR_SIZE as u32,
+        });
     }
-    // SAFETY: the header says this is a graft descriptor of our ABI version and at least as
-    // large as our `PluginDescriptor`, so the whole struct may be read.
-    let descriptor = unsafe { &*raw };
+    // SAFETY: the header says this is a graft descriptor of our ABI version with `size` bytes,
+    // in static data of the open library (this function's contract); `copy_prefix` reads no
+    // more of them than `PluginDescriptor` has.
+    let descriptor = unsafe { copy_prefix(raw, size) };
+    let descriptor = &descriptor;
     // SAFETY: the strings of a checked descriptor point at static data inside the library,
     // which the caller keeps open during this call; each is copied into an owned value.
     let (service, plugin_version, interface, interface_version, api_version) = unsafe {
@@ -96,10 +144,53 @@ pub(super) unsafe fn read(
         interface,
         interface_version,
         api_version,
+        build_profile: if covers(
+            size,
+            offset_of!(PluginDescriptor, build_profile),
+            size_of::<u32>(),
+        ) {
+            BuildProfile::from_raw(descriptor.build_profile)
+        } else {
+            None
+        },
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
     Ok((info, dependencies, entry))
+}
+
+/// Whether a descriptor of `size` bytes holds all of the field at `offset` of `len` bytes: an
+/// appended field is used only then, never from a size that ends inside it (which the copy below
+/// would have filled half with the plugin's bytes and half with zeros).
+fn covers(size: usize, offset: usize, len: usize) -> bool {
+    offset.checked_add(len).is_some_and(|end| end <= size)
+}
+
+/// The descriptor at `raw`, `size` bytes long by its header, as this host's `PluginDescriptor`:
+/// the first `min(size, size_of::<PluginDescriptor>())` bytes copied over a zeroed one.
+///
+/// Fields the plugin's descriptor does not have keep their all-zero value, which means "not
+/// provided" (the invariant on `PluginDescriptor`); bytes past what this host knows are not read.
+///
+/// # Safety
+/// `raw` must point at a descriptor of `size` readable bytes laid out as `PluginDescriptor`'s
+/// prefix (what a checked header of this ABI version promises), and `size` must be at least
+/// `MIN_DESCRIPTOR_SIZE`.
+unsafe fn copy_prefix(raw: *const PluginDescriptor, size: usize) -> PluginDescriptor {
+    let len = size.min(std::mem::size_of::<PluginDescriptor>());
+    let mut descriptor = MaybeUninit::<PluginDescriptor>::zeroed();
+    // SAFETY: `raw` is readable for `size >= len` bytes (the caller's contract), the destination
+    // is a local of `size_of::<PluginDescriptor>() >= len` bytes, and the two cannot overlap.
+    // Copying bytes has no alignment requirement.
+    unsafe {
+        std::ptr::copy_nonoverlapping(raw.cast::<u8>(), descriptor.as_mut_ptr().cast::<u8>(), len)
+    };
+    // SAFETY: every field is initialised and valid: a field within the first `len` bytes holds
+    // the plugin's value, of the type this layout gives it (the caller's contract), and any
+    // initialised bit pattern is valid for those types (integers, raw pointers, `RawStr`s,
+    // `Option`s of function pointers); a field past them is zero, a valid value of every field
+    // (the invariant on `PluginDescriptor`). Padding bytes need not be initialised.
+    unsafe { descriptor.assume_init() }
 }
 
 /// The most dependencies a descriptor may declare.
@@ -182,4 +273,56 @@ unsafe fn version(raw: RawStr, field: &'static str, source: &Path) -> Result<Ver
         field,
         reason: format!("`{s}` is not a semver version: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use graft_plugin_api::abi::{BUILD_PROFILE_DEBUG, PluginHeader};
+
+    use super::*;
+
+    /// A descriptor with nothing but a header and `build_profile` set, as plain data.
+    fn sample(size: usize) -> PluginDescriptor {
+        // SAFETY: all-zero bytes are a valid `PluginDescriptor` (the invariant on the struct).
+        let mut descriptor = unsafe { MaybeUninit::<PluginDescriptor>::zeroed().assume_init() };
+        descriptor.header =
+            PluginHeader { magic: MAGIC, abi_version: ABI_VERSION, descriptor_size: size as u32 };
+        descriptor.dependencies_len = 7;
+        descriptor.build_profile = BUILD_PROFILE_DEBUG;
+        descriptor
+    }
+
+    #[test]
+    fn a_shorter_descriptor_reads_its_missing_fields_as_zero() {
+        let size = offset_of!(PluginDescriptor, build_profile);
+        let plugin = sample(size);
+        // SAFETY: `plugin` is a whole descriptor, so its first `size` bytes are readable.
+        let copy = unsafe { copy_prefix(&plugin, size) };
+        assert_eq!((copy.dependencies_len, copy.build_profile), (7, BUILD_PROFILE_UNKNOWN));
+        assert_eq!(copy.header, plugin.header);
+    }
+
+    #[test]
+    fn a_longer_descriptor_is_read_up_to_what_this_host_knows() {
+        #[repr(C)]
+        struct Newer {
+            base: PluginDescriptor,
+            appended: [u64; 4],
+        }
+        let size = std::mem::size_of::<Newer>();
+        let plugin = Newer { base: sample(size), appended: [u64::MAX; 4] };
+        assert_eq!(plugin.appended[0], u64::MAX);
+        // SAFETY: `plugin` is `size` readable bytes that open with a descriptor.
+        let copy = unsafe { copy_prefix(&plugin.base, size) };
+        assert_eq!((copy.dependencies_len, copy.build_profile), (7, BUILD_PROFILE_DEBUG));
+    }
+
+    #[test]
+    fn a_field_is_used_only_when_the_size_covers_all_of_it() {
+        let at = offset_of!(PluginDescriptor, build_profile);
+        assert!(covers(at + 4, at, 4));
+        assert!(!covers(at + 3, at, 4));
+        assert!(!covers(at, at, 4));
+        assert!(!covers(usize::MAX, usize::MAX, 4), "no overflow");
+    }
 }

@@ -21,6 +21,8 @@ mod descriptor;
 pub(crate) mod elf;
 pub(crate) mod retained;
 
+pub use descriptor::BuildProfile;
+
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -47,6 +49,9 @@ pub struct PluginInfo {
     pub interface_version: Version,
     /// The `graft-plugin-api` version it was built with.
     pub api_version: Version,
+    /// Whether it was built optimised or as a debug build; `None` when its descriptor does not
+    /// say (built with `graft-plugin-api` before 0.3).
+    pub build_profile: Option<BuildProfile>,
     /// The file it was loaded from.
     pub source: PathBuf,
     /// The staged copy that is mapped.
