@@ -8,7 +8,7 @@
 //!
 //! # Ownership rules
 //! - Strings in the descriptor ([`RawStr`]) point at `'static` data inside the plugin; the host
-//!   copies them before the library could be unloaded.
+//!   copies them into owned values as soon as it reads the descriptor.
 //! - Results and error messages are written into host-owned buffers through a [`WriteSink`]
 //!   callback. No allocation made on one side is freed on the other.
 //! - The instance pointer returned by `create` is owned by the plugin and is freed only by the

@@ -29,8 +29,10 @@
 //!    version for compatible additions and its major version for breaking changes: the host
 //!    only swaps in a build whose interface version satisfies its requirement.
 //! 4. If the plugin starts threads, stop and join them when the service is dropped: the host
-//!    unloads the library after it destroys the instance, and a thread left running in unloaded
-//!    code crashes the host.
+//!    destroys an instance once it leaves service (on a thread of the host's, never one of
+//!    yours), and a thread left running keeps executing a retired build's code and holding its
+//!    resources for the rest of the process. The host never unmaps a plugin library, because
+//!    its `std` leaves thread-exit work on the host's threads.
 //! 5. Log through the [`Host`] handed to `create`, not through a global logger: the plugin has
 //!    its own copy of every global, invisible to the host.
 //! 6. Reach other services only through [`Host::call`], by name, and declare them in
