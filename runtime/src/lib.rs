@@ -80,4 +80,5 @@ pub use runtime::{
     DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
     RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
-pub use watch::{SETTLE, WatchEvent, Watcher};
+pub use loader::DEFAULT_MAX_PLUGIN_SIZE;
+pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};
