@@ -189,8 +189,12 @@ fn remove_temporaries(dir: &Path) {
         let name = name.to_string_lossy();
         if name.starts_with('.') && name.ends_with(".tmp") {
             match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::debug!(path = %entry.path().display(), "removed a leftover temporary file"),
-                Err(error) => tracing::warn!(path = %entry.path().display(), %error, "removing a leftover temporary file failed"),
+                Ok(()) => {
+                    tracing::debug!(path = %entry.path().display(), "removed a leftover temporary file")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %entry.path().display(), %error, "removing a leftover temporary file failed")
+                }
             }
         }
     }

@@ -73,6 +73,7 @@ pub use events::{Event, EventKind, RollbackReason};
 pub use generation::{GenerationId, GenerationWatch};
 pub use handle::ServiceHandle;
 pub use history::{Manifest, ManifestEntry};
+pub use loader::DEFAULT_MAX_PLUGIN_SIZE;
 pub use loader::PluginInfo;
 pub use policy::{ProbationPolicy, RestartPolicy};
 pub use runtime::{
@@ -80,5 +81,4 @@ pub use runtime::{
     DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
     RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
-pub use loader::DEFAULT_MAX_PLUGIN_SIZE;
 pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};

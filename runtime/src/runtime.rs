@@ -21,6 +21,7 @@ use crate::generation::{Gate, Generation, GenerationId, GenerationWatch, Hooks, 
 use crate::graph::{self, Node};
 use crate::handle::ServiceHandle;
 use crate::host::host_api;
+use crate::loader::staging::{self, StagingLock};
 use crate::loader::{Loader, Plugin, PluginInfo};
 use crate::policy::{ProbationPolicy, RestartPolicy};
 use crate::probation::Probation;
@@ -262,16 +263,23 @@ impl RuntimeBuilder {
                 (dir, None)
             }
             None => {
-                let temp = tempfile::Builder::new().prefix("graft-staging-").tempdir().map_err(
-                    |source| Error::Io {
+                let temp = tempfile::Builder::new()
+                    .prefix(staging::TEMP_PREFIX)
+                    .tempdir()
+                    .map_err(|source| Error::Io {
                         action: "creating a staging directory in",
                         path: std::env::temp_dir(),
                         source,
-                    },
-                )?;
+                    })?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
+        // Locked before anything is staged, then what dead runtimes left is removed.
+        let staging_lock = StagingLock::take(&staging)?;
+        match &temp {
+            Some(temp) => staging::clean_siblings(&std::env::temp_dir(), temp.path()),
+            None => staging::clean_shared(&staging),
+        }
         let store = self.state_dir.as_deref().map(crate::history::Store::open).transpose()?;
         let reaper = Reaper::start(self.config.drain_deadline)?;
         let (supervisor_events, supervisor_inbox) = crossbeam_channel::unbounded();
@@ -291,7 +299,13 @@ impl RuntimeBuilder {
             store,
         });
         let supervisor = Supervisor::start(Arc::downgrade(&shared), supervisor_inbox)?;
-        Ok(Runtime { supervisor, shared, _reaper: reaper, _temp: temp })
+        Ok(Runtime {
+            supervisor,
+            shared,
+            _reaper: reaper,
+            _staging_lock: staging_lock,
+            _temp: temp,
+        })
     }
 }
 
@@ -314,6 +328,9 @@ pub struct Runtime {
     shared: Arc<Shared>,
     // Dropped after the services: the reaper's last unloads remove staged files.
     _reaper: Reaper,
+    // Held for the runtime's life, so that no other runtime takes its staged copies for a dead
+    // one's; released once they are gone.
+    _staging_lock: StagingLock,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -807,7 +824,8 @@ impl Shared {
             && store.manifest(&name)?.is_none()
         {
             // The first build of a service is its first known-good one.
-            let entry = store.archive(&name, &info.plugin_version.to_string(), &info.staged, &sha256)?;
+            let entry =
+                store.archive(&name, &info.plugin_version.to_string(), &info.staged, &sha256)?;
             let manifest =
                 crate::Manifest { service: name.clone(), current: entry.clone(), committed: entry };
             store.write(&manifest, "load")?;
@@ -1112,16 +1130,24 @@ impl Shared {
         // service. A refused file is logged with the version serving now.
         let state = slot.current.load().state();
         if state != ServiceState::Running {
-            return Err(Error::InvalidState { service: slot.name.clone(), operation: "swap", state });
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "swap",
+                state,
+            });
         }
         let (plugin, same_version) = match candidate {
-            Candidate::Path(path) => self.loader.load(path).inspect_err(|error| {
-                let serving = slot.current.load().generation().map(|g| g.version().clone());
-                match serving {
-                    Some(version) => refused(Some((&slot.name, &version)))(error),
-                    None => refused(None)(error),
-                }
-            }).map(|plugin| (plugin, false))?,
+            Candidate::Path(path) => self
+                .loader
+                .load(path)
+                .inspect_err(|error| {
+                    let serving = slot.current.load().generation().map(|g| g.version().clone());
+                    match serving {
+                        Some(version) => refused(Some((&slot.name, &version)))(error),
+                        None => refused(None)(error),
+                    }
+                })
+                .map(|plugin| (plugin, false))?,
             Candidate::Loaded(plugin, same_version) => (*plugin, same_version),
         };
         let mut control = slot.control.lock();
@@ -1149,7 +1175,7 @@ impl Shared {
             checked => checked,
         }
         .map_err(|e| rename(e, &template, &slot.name))
-            .inspect_err(&refusal)?;
+        .inspect_err(&refusal)?;
         let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
         let interface_version = plugin.info().interface_version.clone();
         let plugin = Arc::new(plugin);
@@ -1326,13 +1352,12 @@ impl Shared {
             });
         };
         crate::fault::point("commit/start");
-        let entry =
-            store.archive(
-                &slot.name,
-                &serving.version().to_string(),
-                &serving.info().staged,
-                serving.plugin().sha256(),
-            )?;
+        let entry = store.archive(
+            &slot.name,
+            &serving.version().to_string(),
+            &serving.info().staged,
+            serving.plugin().sha256(),
+        )?;
         let manifest = crate::Manifest {
             service: slot.name.clone(),
             current: entry.clone(),

@@ -371,8 +371,10 @@ impl State {
                                 .is_some_and(|(s, v)| s == service && v > version)
                     })
                 };
-                let options =
-                    InstallOptions { development: self.options.development, superseded: &superseded };
+                let options = InstallOptions {
+                    development: self.options.development,
+                    superseded: &superseded,
+                };
                 match shared.install(&path, &options) {
                     Ok(Installed::Waiting { service, version, dependency }) => {
                         self.note_service(&path, &service, &version);
@@ -435,9 +437,10 @@ impl State {
                         self.waiting.remove(&path);
                         let limit = shared.config.max_plugin_size;
                         let seen = match Source::open(&path) {
-                            Ok(source) => source.hash(limit).map(Seen::Content).unwrap_or_else(
-                                || Seen::Other(format!("{:?}", source.identity())),
-                            ),
+                            Ok(source) => source
+                                .hash(limit)
+                                .map(Seen::Content)
+                                .unwrap_or_else(|| Seen::Other(format!("{:?}", source.identity()))),
                             Err(other) => Seen::Other(other.to_string()),
                         };
                         self.reject(&path, seen, error);

@@ -99,7 +99,8 @@ impl Source {
         let prefix_len = elf::HEADER_LEN.min(usize::try_from(size).unwrap_or(usize::MAX));
         let mut prefix = vec![0u8; prefix_len];
         self.file.read_exact_at(&mut prefix, 0).map_err(|e| self.io("reading", e))?;
-        let headers = elf::check_header(&prefix, size).map_err(|p| elf_error(&self.path, size, p))?;
+        let headers =
+            elf::check_header(&prefix, size).map_err(|p| elf_error(&self.path, size, p))?;
         let len = usize::try_from(headers.len()).unwrap_or(usize::MAX);
         let mut table = vec![0u8; len];
         self.file.read_exact_at(&mut table, headers.offset).map_err(|e| self.io("reading", e))?;
@@ -202,7 +203,9 @@ impl<'a> Lease<'a> {
         if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } < 0 {
             let error = std::io::Error::last_os_error();
             return match error.raw_os_error() {
-                Some(libc::EAGAIN) => Err(source.incomplete("another process has it open for writing")),
+                Some(libc::EAGAIN) => {
+                    Err(source.incomplete("another process has it open for writing"))
+                }
                 // Not the owner and no CAP_LEASE, or no lease support: the other checks remain.
                 Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::ENOLCK) => {
                     tracing::debug!(path = %source.path.display(), %error, "no read lease; relying on the other completeness checks");

@@ -38,6 +38,7 @@
 mod descriptor;
 pub(crate) mod elf;
 pub(crate) mod file;
+pub(crate) mod staging;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -117,7 +118,6 @@ impl Plugin {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
-
 }
 
 impl Drop for Plugin {
@@ -163,13 +163,9 @@ impl Loader {
             self.stage(&file, source)?
         };
         match open_staged(source, &staged, file.identity().size) {
-            Ok((info, dependencies, entry, library)) => Ok(Plugin {
-                info,
-                sha256,
-                dependencies,
-                entry,
-                library: Some(library),
-            }),
+            Ok((info, dependencies, entry, library)) => {
+                Ok(Plugin { info, sha256, dependencies, entry, library: Some(library) })
+            }
             Err(error) => {
                 remove_staged(&staged);
                 Err(error)
@@ -216,9 +212,12 @@ fn open_staged(source: &Path, staged: &Path, size: u64) -> Result<Opened, Error>
         .map_err(|e| Error::Open { path: source.to_path_buf(), source: e })?;
     // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
     // name with another type breaks the ABI, which loading it trusts it not to.
-    let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| {
-        Error::MissingSymbol { path: source.to_path_buf(), symbol: "graft_plugin_entry", source: Some(e) }
-    })?;
+    let entry =
+        unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| Error::MissingSymbol {
+            path: source.to_path_buf(),
+            symbol: "graft_plugin_entry",
+            source: Some(e),
+        })?;
     // SAFETY: `entry` is the plugin's entry point, which takes nothing and returns a pointer; it
     // is called while `library` is open.
     let descriptor = unsafe { entry() };
