@@ -3,6 +3,7 @@
 mod dependencies;
 mod drain;
 mod events;
+mod files;
 mod history;
 mod lifecycle;
 mod panics;

@@ -89,13 +89,20 @@ impl Source {
         self.identity
     }
 
-    /// Checks the size against `limit`, then the ELF header and loadable segments, reading only
-    /// the headers from the descriptor.
-    pub fn check(&self, limit: u64) -> Result<(), Error> {
+    /// Checks the size against `limit`, reading nothing.
+    pub fn check_size(&self, limit: u64) -> Result<(), Error> {
         let size = self.identity.size;
         if size > limit {
             return Err(Error::TooLarge { path: self.path.clone(), size, limit });
         }
+        Ok(())
+    }
+
+    /// Checks the size against `limit`, then the ELF header and loadable segments, reading only
+    /// the headers from the descriptor.
+    pub fn check(&self, limit: u64) -> Result<(), Error> {
+        self.check_size(limit)?;
+        let size = self.identity.size;
         let prefix_len = elf::HEADER_LEN.min(usize::try_from(size).unwrap_or(usize::MAX));
         let mut prefix = vec![0u8; prefix_len];
         self.file.read_exact_at(&mut prefix, 0).map_err(|e| self.io("reading", e))?;
@@ -140,7 +147,10 @@ impl Source {
             return Err(self.incomplete("it shrank while it was copied"));
         }
         let after = self.file.metadata().map_err(|e| self.io("reading the metadata of", e))?;
-        if Identity::of(&after) != self.identity {
+        // The content's state only: a link or rename elsewhere moves the change time, not the
+        // content.
+        let after = Identity::of(&after);
+        if (after.size, after.modified) != (self.identity.size, self.identity.modified) {
             return Err(self.incomplete("it changed while it was copied"));
         }
         Ok(hex(&hasher.finalize()))

@@ -10,11 +10,11 @@
 //!    or a directory never blocks the loader, and a path renamed between a check and the open
 //!    cannot slip a FIFO in;
 //! 2. from that descriptor, refuse a file larger than the maximum plugin size
-//!    ([`Error::TooLarge`]) and one whose ELF header or loadable segments do not fit, before
-//!    anything is copied;
+//!    ([`Error::TooLarge`]) before reading any of it;
 //! 3. take a read lease (Linux): it is refused while any process has the file open for writing
 //!    ([`Error::Incomplete`]: try again later); where leases are not available (neither owner
-//!    nor `CAP_LEASE`) the loader goes on without one;
+//!    nor `CAP_LEASE`) the loader goes on without one; then refuse a file whose ELF header or
+//!    loadable segments do not fit, before anything is copied;
 //! 4. copy it, bounded by the size `fstat` gave and hashing (SHA-256) on the way, to a unique
 //!    path in the staging directory (`dlopen` hands back the library it already has for a path
 //!    or inode it has seen, so a rebuilt file at the same path would give the old code back; a
@@ -157,9 +157,11 @@ impl Loader {
     /// Opens, checks, stages and loads the plugin at `source` (see the module docs).
     pub fn load(&self, source: &Path) -> Result<Plugin, Error> {
         let file = Source::open(source)?;
-        file.check(self.max_size)?;
+        file.check_size(self.max_size)?;
+        // The lease before the header check: a file being written is incomplete, not "not ELF".
         let (staged, sha256) = {
             let _lease = file.lease()?;
+            file.check(self.max_size)?;
             self.stage(&file, source)?
         };
         match open_staged(source, &staged, file.identity().size) {
