@@ -411,6 +411,66 @@ mod tests {
         assert!(matches!(check_header(&h, 1000), Err(ElfProblem::Wrong(_))));
     }
 
+    fn build(fixture: graft_tests::Fixture) -> Vec<u8> {
+        std::fs::read(graft_tests::path(fixture).unwrap()).unwrap()
+    }
+
+    /// The file offset and length of the dynamic segment of `bytes`.
+    fn dynamic_segment(bytes: &[u8]) -> (usize, usize) {
+        let phoff = u64_at(bytes, 32) as usize;
+        let count = usize::from(u16_at(bytes, 56));
+        (0..count)
+            .map(|i| &bytes[phoff + i * 56..phoff + (i + 1) * 56])
+            .find(|p| u32_at(p, 0) == 2)
+            .map(|p| (u64_at(p, 8) as usize, u64_at(p, 32) as usize))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_whole_plugin_passes_the_deep_check() {
+        assert_eq!(check_dynamic(build(graft_tests::Fixture::Greeter1_0).as_slice()), Ok(()));
+    }
+
+    #[test]
+    fn a_library_without_the_entry_symbol_has_no_entry() {
+        let bytes = build(graft_tests::Fixture::NoEntry);
+        assert_eq!(check_dynamic(bytes.as_slice()), Err(ElfProblem::NoEntry));
+    }
+
+    #[test]
+    fn a_zero_filled_dynamic_segment_is_malformed() {
+        let mut bytes = build(graft_tests::Fixture::Greeter1_0);
+        let (offset, len) = dynamic_segment(&bytes);
+        bytes[offset..offset + len].fill(0);
+        assert!(matches!(check_dynamic(bytes.as_slice()), Err(ElfProblem::Malformed(_))));
+    }
+
+    #[test]
+    fn a_cut_file_is_refused_not_a_panic() {
+        let bytes = build(graft_tests::Fixture::Greeter1_0);
+        // Cut inside the loaded part (a cut in the section headers only is the first level's).
+        let (dynamic, _) = dynamic_segment(&bytes);
+        for len in [0, 4, 64, 200, bytes.len() / 4, dynamic] {
+            assert!(check_dynamic(&bytes[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    /// Zeroed or scrambled windows anywhere in a real build: the check answers, never panics.
+    #[test]
+    fn damaged_builds_never_panic_the_deep_check() {
+        let whole = build(graft_tests::Fixture::Greeter1_1);
+        let mut rng = crate::test_rng::Rng(7);
+        for _ in 0..300 {
+            let mut bytes = whole.clone();
+            let at = rng.index(bytes.len());
+            let len = rng.index(4096).min(bytes.len() - at);
+            let fill = if rng.chance(50) { 0 } else { rng.next() as u8 };
+            bytes[at..at + len].fill(fill);
+            let _ = check_dynamic(bytes.as_slice());
+        }
+        assert!(check_dynamic(&[0u8; 64][..]).is_err());
+    }
+
     #[test]
     fn a_load_segment_past_the_end_is_truncated() {
         let mut entry = vec![0u8; 56];
