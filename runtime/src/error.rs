@@ -45,7 +45,10 @@ pub enum Error {
     },
     /// The file is still being written (another process has it open for writing, or it
     /// changed while it was copied): try again once the writer is done. The watcher waits for
-    /// such a file instead of refusing it.
+    /// such a file instead of refusing it. Writers are seen through a read lease on Linux,
+    /// which needs the runtime to own the file or hold `CAP_LEASE`; without one, only a file
+    /// that changes during the copy is reported so (the deep ELF check still refuses a
+    /// half-written library whose dynamic section is not there yet).
     Incomplete {
         /// The file.
         path: PathBuf,
