@@ -158,7 +158,10 @@ impl Default for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Stages plugin copies in `dir` (created if missing) instead of a private temporary
-    /// directory that is removed with the runtime.
+    /// directory that is removed with the runtime. Several runtimes may share it: each holds a
+    /// lock file there (`.graft-<pid>-*.lock`) for its life, and at start a runtime removes the
+    /// staged copies (`<stem>.<pid>.<n>.so`) of processes that hold no lock there any more, so
+    /// keep nothing else of that shape in it.
     pub fn staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.staging_dir = Some(dir.into());
         self
