@@ -29,6 +29,31 @@ pub enum Error {
     NotAFile {
         /// The path.
         path: PathBuf,
+        /// What was found there instead, e.g. `"a named pipe (FIFO)"`.
+        kind: &'static str,
+    },
+    /// The file is larger than the runtime's maximum plugin size
+    /// ([`RuntimeBuilder::max_plugin_size`](crate::RuntimeBuilder::max_plugin_size)); nothing
+    /// of it was copied.
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file is still being written (another process has it open for writing, or it
+    /// changed while it was copied): try again once the writer is done. The watcher waits for
+    /// such a file instead of refusing it. Writers are seen through a read lease on Linux,
+    /// which needs the runtime to own the file or hold `CAP_LEASE`; without one, only a file
+    /// that changes during the copy is reported so (the deep ELF check still refuses a
+    /// half-written library whose dynamic section is not there yet).
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// How that was found out.
+        reason: String,
     },
     /// The file does not start with the ELF magic number.
     NotElf {
@@ -42,6 +67,15 @@ pub enum Error {
         /// What is wrong, e.g. `"built for machine 183, this host is 62"`.
         reason: String,
     },
+    /// The file's dynamic linking structures (the dynamic segment, the dynamic symbol and
+    /// string tables, the entry symbol) are missing, out of the file or malformed: `dlopen`
+    /// would read garbage (a half-written or zero-filled library), so it is never called.
+    MalformedElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The file ends before the headers it declares do: a truncated or half-written library.
     Truncated {
         /// The file.
@@ -53,7 +87,7 @@ pub enum Error {
     },
     /// `dlopen` refused the file.
     Open {
-        /// The staged copy that was opened.
+        /// The file the caller gave (its private staged copy is what was opened).
         path: PathBuf,
         /// The loader's error.
         source: libloading::Error,
@@ -64,8 +98,9 @@ pub enum Error {
         path: PathBuf,
         /// The symbol's name.
         symbol: &'static str,
-        /// The loader's error.
-        source: libloading::Error,
+        /// The dynamic loader's error; `None` when the check before loading found the symbol
+        /// missing from the dynamic symbol table (the library was then never loaded).
+        source: Option<libloading::Error>,
     },
     /// The descriptor does not start with graft's magic number.
     BadMagic {
@@ -431,7 +466,20 @@ impl fmt::Display for Error {
             Error::Io { action, path, source } => {
                 write!(f, "{action} {}: {source}", path.display())
             }
-            Error::NotAFile { path } => write!(f, "{} is not a regular file", path.display()),
+            Error::NotAFile { path, kind } => {
+                write!(f, "{} is not a regular file: it is {kind}", path.display())
+            }
+            Error::TooLarge { path, size, limit } => write!(
+                f,
+                "{} is {size} bytes, more than the maximum plugin size of {limit} bytes",
+                path.display()
+            ),
+            Error::Incomplete { path, reason } => {
+                write!(f, "{} is still being written: {reason}", path.display())
+            }
+            Error::MalformedElf { path, reason } => {
+                write!(f, "{} is not a loadable library: {reason}", path.display())
+            }
             Error::NotElf { path } => {
                 write!(f, "{} is not an ELF file (wrong magic number)", path.display())
             }
@@ -612,7 +660,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } | Error::Thread { source } => Some(source),
-            Error::Open { source, .. } | Error::MissingSymbol { source, .. } => Some(source),
+            Error::Open { source, .. } | Error::MissingSymbol { source: Some(source), .. } => {
+                Some(source)
+            }
             Error::DependencyFailed { cause, .. } => Some(cause.as_ref()),
             Error::Watch { source, .. } => Some(source),
             _ => None,

@@ -10,14 +10,19 @@
 //!   new manifest, whole.
 //!
 //! Archived builds that neither the current nor the committed entry names are removed after
-//! each manifest update.
+//! each manifest update. An archived build and the archive directory are synced before the
+//! manifest that names it is written, so that after a power loss no manifest names a build that
+//! never reached the disk. Temporary files a killed writer left (`.*.tmp` in `archive/` and
+//! `manifests/`) are removed when the store is opened.
+//!
+//! The hash of a build is the one the loader computed while staging it (the staged copy is
+//! private and never written to), so archiving does not read the build again to hash it.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::Error;
 use crate::fault;
@@ -57,6 +62,7 @@ impl Store {
         let store = Store { archive: dir.join("archive"), manifests: dir.join("manifests") };
         for sub in [&store.archive, &store.manifests] {
             std::fs::create_dir_all(sub).map_err(|e| io("creating the state directory", sub, e))?;
+            remove_temporaries(sub);
         }
         Ok(store)
     }
@@ -66,14 +72,16 @@ impl Store {
         self.archive.join(&entry.file)
     }
 
-    /// Archives the staged copy of a build of `service` and returns its entry.
+    /// Archives the staged copy of a build of `service`, whose SHA-256 (hex) is `hash`, and
+    /// returns its entry. The build and the directory are on disk when this returns.
     pub fn archive(
         &self,
         service: &str,
         version: &str,
         staged: &Path,
+        hash: &str,
     ) -> Result<ManifestEntry, Error> {
-        let hash = hash_file(staged)?;
+        let hash = hash.to_owned();
         let file = format!("{service}-{}.so", &hash[..16]);
         let target = self.archive.join(&file);
         if !target.exists() {
@@ -83,7 +91,13 @@ impl Store {
             if std::fs::hard_link(staged, &temporary).is_err() {
                 std::fs::copy(staged, &temporary).map_err(|e| io("archiving", staged, e))?;
             }
+            File::open(&temporary)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", &temporary, e))?;
             std::fs::rename(&temporary, &target).map_err(|e| io("archiving", &target, e))?;
+            File::open(&self.archive)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| io("syncing", &self.archive, e))?;
         }
         Ok(ManifestEntry { version: version.to_owned(), hash, file })
     }
@@ -166,18 +180,24 @@ fn read_manifest(path: &Path) -> Result<Manifest, Error> {
         .map_err(|e| Error::Manifest { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-fn hash_file(path: &Path) -> Result<String, Error> {
-    let mut file = File::open(path).map_err(|e| io("hashing", path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| io("hashing", path, e))?;
-        if n == 0 {
-            break;
+/// Removes the temporary files (`.<name>.tmp`) a writer killed mid-way left in `dir`. Only
+/// one process uses a state directory at a time (the host that owns it).
+fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::debug!(path = %entry.path().display(), "removed a leftover temporary file")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %entry.path().display(), %error, "removing a leftover temporary file failed")
+                }
+            }
         }
-        hasher.update(&buffer[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {

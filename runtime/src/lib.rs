@@ -80,7 +80,7 @@ pub use generation::{GenerationId, GenerationWatch};
 pub use handle::{MAX_CALL_DEPTH, ServiceHandle};
 pub use history::{Manifest, ManifestEntry};
 pub use loader::retained::RetiredLibrary;
-pub use loader::{BuildProfile, PluginInfo};
+pub use loader::{BuildProfile, DEFAULT_MAX_PLUGIN_SIZE, PluginInfo};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use policy::{ProbationPolicy, RestartPolicy};
 pub use retire::RETIRE_THREAD;
@@ -89,7 +89,7 @@ pub use runtime::{
     DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
     RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
-pub use watch::{SETTLE, WatchEvent, Watcher};
+pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};
 
 /// The `semver` crate the runtime's API speaks ([`Version`](semver::Version) and
 /// [`VersionReq`](semver::VersionReq)), so that a host needs no dependency of its own to name

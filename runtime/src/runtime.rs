@@ -21,6 +21,7 @@ use crate::generation::{Gate, Generation, GenerationId, GenerationWatch, Hooks, 
 use crate::graph::{self, Node};
 use crate::handle::ServiceHandle;
 use crate::host::host_api;
+use crate::loader::staging::{self, StagingLock};
 use crate::loader::{Loader, Plugin, PluginInfo};
 use crate::policy::{ProbationPolicy, RestartPolicy};
 use crate::probation::Probation;
@@ -130,6 +131,7 @@ pub(crate) struct Config {
     pub restart: RestartPolicy,
     pub concurrency: usize,
     pub commit_after_probation: bool,
+    pub max_plugin_size: u64,
 }
 
 impl Default for RuntimeBuilder {
@@ -147,6 +149,7 @@ impl Default for RuntimeBuilder {
                 restart: RestartPolicy::default(),
                 concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 commit_after_probation: false,
+                max_plugin_size: crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
             },
             requirements: HashMap::new(),
         }
@@ -155,7 +158,10 @@ impl Default for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Stages plugin copies in `dir` (created if missing) instead of a private temporary
-    /// directory that is removed with the runtime.
+    /// directory that is removed with the runtime. Several runtimes may share it: each holds a
+    /// lock file there (`.graft-<pid>-*.lock`) for its life, and at start a runtime removes the
+    /// staged copies (`<stem>.<pid>.<n>.so`) of processes that hold no lock there any more, so
+    /// keep nothing else of that shape in it.
     pub fn staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.staging_dir = Some(dir.into());
         self
@@ -174,6 +180,14 @@ impl RuntimeBuilder {
     /// [`Runtime::commit`] commits).
     pub fn commit_after_probation(mut self, commit: bool) -> Self {
         self.config.commit_after_probation = commit;
+        self
+    }
+
+    /// Refuses plugin files larger than `bytes` (default
+    /// [`DEFAULT_MAX_PLUGIN_SIZE`](crate::DEFAULT_MAX_PLUGIN_SIZE), 512 MiB) with
+    /// [`Error::TooLarge`], before copying any of them.
+    pub fn max_plugin_size(mut self, bytes: u64) -> Self {
+        self.config.max_plugin_size = bytes;
         self
     }
 
@@ -258,16 +272,23 @@ impl RuntimeBuilder {
                 (dir, None)
             }
             None => {
-                let temp = tempfile::Builder::new().prefix("graft-staging-").tempdir().map_err(
-                    |source| Error::Io {
+                let temp = tempfile::Builder::new()
+                    .prefix(staging::TEMP_PREFIX)
+                    .tempdir()
+                    .map_err(|source| Error::Io {
                         action: "creating a staging directory in",
                         path: std::env::temp_dir(),
                         source,
-                    },
-                )?;
+                    })?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
+        // Locked before anything is staged, then what dead runtimes left is removed.
+        let staging_lock = StagingLock::take(&staging)?;
+        match &temp {
+            Some(temp) => staging::clean_siblings(&std::env::temp_dir(), temp.path()),
+            None => staging::clean_shared(&staging),
+        }
         let store = self.state_dir.as_deref().map(crate::history::Store::open).transpose()?;
         let reaper = Reaper::start(self.config.drain_deadline)?;
         let (supervisor_events, supervisor_inbox) = crossbeam_channel::unbounded();
@@ -276,7 +297,7 @@ impl RuntimeBuilder {
             id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
             me: me.clone(),
             services: RwLock::new(HashMap::new()),
-            loader: Loader::new(staging.clone()),
+            loader: Loader::new(staging.clone()).with_max_size(self.config.max_plugin_size),
             next_generation: AtomicU64::new(1),
             config: self.config,
             requirements: self.requirements,
@@ -287,7 +308,13 @@ impl RuntimeBuilder {
             store,
         });
         let supervisor = Supervisor::start(Arc::downgrade(&shared), supervisor_inbox)?;
-        Ok(Runtime { supervisor, shared, _reaper: reaper, _temp: temp })
+        Ok(Runtime {
+            supervisor,
+            shared,
+            _reaper: reaper,
+            _staging_lock: staging_lock,
+            _temp: temp,
+        })
     }
 }
 
@@ -310,6 +337,9 @@ pub struct Runtime {
     shared: Arc<Shared>,
     // Dropped after the services: it holds retired generations until they drain.
     _reaper: Reaper,
+    // Held for the runtime's life, so that no other runtime takes its staged copies for a dead
+    // one's; released once they are gone.
+    _staging_lock: StagingLock,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -629,7 +659,17 @@ impl Runtime {
         &self,
         dir: impl Into<PathBuf>,
     ) -> Result<(crate::Watcher, crossbeam_channel::Receiver<crate::WatchEvent>), Error> {
-        crate::Watcher::start(Arc::downgrade(&self.shared), dir.into())
+        self.watch_with(dir, crate::WatchOptions::default())
+    }
+
+    /// [`Runtime::watch`] with options, e.g. development mode
+    /// ([`WatchOptions::development`](crate::WatchOptions::development)).
+    pub fn watch_with(
+        &self,
+        dir: impl Into<PathBuf>,
+        options: crate::WatchOptions,
+    ) -> Result<(crate::Watcher, crossbeam_channel::Receiver<crate::WatchEvent>), Error> {
+        crate::Watcher::start(Arc::downgrade(&self.shared), dir.into(), options)
     }
 
     /// Marks the build `service` runs now as known good: a restarted host comes back on it.
@@ -765,6 +805,7 @@ impl Shared {
         started: Instant,
     ) -> Result<LoadReport, Error> {
         let info = plugin.info().clone();
+        let sha256 = plugin.sha256().to_owned();
         let name = options.name.clone().unwrap_or_else(|| info.service.clone());
         // Names become file names in the state directory: check every one that enters here.
         crate::validate_name(&name).inspect_err(refused(None))?;
@@ -843,7 +884,8 @@ impl Shared {
             && store.manifest(&name)?.is_none()
         {
             // The first build of a service is its first known-good one.
-            let entry = store.archive(&name, &info.plugin_version.to_string(), &info.staged)?;
+            let entry =
+                store.archive(&name, &info.plugin_version.to_string(), &info.staged, &sha256)?;
             let manifest =
                 crate::Manifest { service: name.clone(), current: entry.clone(), committed: entry };
             store.write(&manifest, "load")?;
@@ -1168,25 +1210,39 @@ impl Shared {
         requirement: Requirement,
     ) -> Result<SwapReport, Error> {
         let started = Instant::now();
+        // The file work (open, checks, copy, `dlopen`) happens before the control lock is taken:
+        // a slow or stuck file must never hold up a rollback or any other operation on the
+        // service. A refused file is logged with the version serving now.
+        let operation = match requirement {
+            Requirement::Keep => "swap",
+            Requirement::Lift => "replace",
+        };
+        let state = slot.current.load().state();
+        if state != ServiceState::Running {
+            return Err(Error::InvalidState { service: slot.name.clone(), operation, state });
+        }
+        let (plugin, same_version) = match candidate {
+            Candidate::Path(path) => self
+                .loader
+                .load(path)
+                .inspect_err(|error| {
+                    let serving = slot.current.load().generation().map(|g| g.version().clone());
+                    match serving {
+                        Some(version) => refused(Some((&slot.name, &version)))(error),
+                        None => refused(None)(error),
+                    }
+                })
+                .map(|plugin| (plugin, false))?,
+            Candidate::Loaded(plugin, same_version) => (*plugin, same_version),
+        };
         let mut control = slot.control.lock();
         let state = slot.current.load().state();
         let Some(serving) = control.serving.clone().filter(|_| state == ServiceState::Running)
         else {
-            return Err(Error::InvalidState {
-                service: slot.name.clone(),
-                operation: match requirement {
-                    Requirement::Keep => "swap",
-                    Requirement::Lift => "replace",
-                },
-                state,
-            });
+            return Err(Error::InvalidState { service: slot.name.clone(), operation, state });
         };
         let from = serving.version().clone();
         let refusal = refused(Some((&slot.name, &from)));
-        let plugin = match candidate {
-            Candidate::Path(path) => self.loader.load(path).inspect_err(&refusal)?,
-            Candidate::Loaded(plugin) => *plugin,
-        };
         let template = control.plugin.info().service.clone();
         let requirement = match requirement {
             Requirement::Keep => Arc::clone(&control.requirement),
@@ -1194,9 +1250,13 @@ impl Shared {
                 Arc::new(gate::default_requirement(&plugin.info().interface_version))
             }
         };
-        gate::check_swap(&template, &control.interface, &requirement, &from, plugin.info())
-            .map_err(|e| rename(e, &template, &slot.name))
-            .inspect_err(&refusal)?;
+        match gate::check_swap(&template, &control.interface, &requirement, &from, plugin.info()) {
+            // Same version is the gate's last rule: every other check has passed.
+            Err(Error::SameVersion { .. }) if same_version => Ok(()),
+            checked => checked,
+        }
+        .map_err(|e| rename(e, &template, &slot.name))
+        .inspect_err(&refusal)?;
         let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
         validate_dependencies(&dependencies).inspect_err(&refusal)?;
         let interface_version = plugin.info().interface_version.clone();
@@ -1222,7 +1282,12 @@ impl Shared {
             // The manifest names the new build current; the committed one is unchanged, so a
             // crash from here on comes back on the committed build whatever the file holds.
             let recorded = store.manifest(&slot.name).and_then(|manifest| {
-                let current = store.archive(&slot.name, &to.to_string(), &serving.info().staged)?;
+                let current = store.archive(
+                    &slot.name,
+                    &to.to_string(),
+                    &serving.info().staged,
+                    serving.plugin().sha256(),
+                )?;
                 let committed = manifest.map_or_else(|| current.clone(), |m| m.committed);
                 store.write(
                     &crate::Manifest { service: slot.name.clone(), current, committed },
@@ -1458,8 +1523,12 @@ impl Shared {
             });
         };
         crate::fault::point("commit/start");
-        let entry =
-            store.archive(&slot.name, &serving.version().to_string(), &serving.info().staged)?;
+        let entry = store.archive(
+            &slot.name,
+            &serving.version().to_string(),
+            &serving.info().staged,
+            serving.plugin().sha256(),
+        )?;
         let manifest = crate::Manifest {
             service: slot.name.clone(),
             current: entry.clone(),
@@ -1578,10 +1647,11 @@ enum Requirement {
     Lift,
 }
 
-/// A build to swap to: a file to load, or a plugin loaded already.
+/// A build to swap to: a file to load, or a plugin loaded already (with whether a build of the
+/// version serving may replace it: the watcher's development mode).
 enum Candidate<'a> {
     Path(&'a Path),
-    Loaded(Box<Plugin>),
+    Loaded(Box<Plugin>, bool),
 }
 
 /// What [`Shared::install`] did with a file.
@@ -1595,17 +1665,36 @@ pub(crate) enum Installed {
     Swapped { service: String, from: Version, to: Version },
     /// The file holds the build the service runs already.
     Unchanged { service: String, version: Version },
+    /// The file holds another build of the version serving (left serving: bump the version).
+    SameVersionChanged { service: String, version: Version },
+    /// Another watched file holds a higher version of the service: left as it is.
+    Superseded { service: String, version: Version },
+}
+
+/// How [`Shared::install`] treats a file.
+pub(crate) struct InstallOptions<'a> {
+    /// Swap in a changed build of the version serving (development mode).
+    pub development: bool,
+    /// Whether another source holds a higher version of the service than this one.
+    pub superseded: &'a dyn Fn(&str, &Version) -> bool,
 }
 
 impl Shared {
     /// Brings the build in `path` into service, whatever the service's situation: a new service
     /// is loaded and started, a running one swapped (through the same gate as a manual swap),
     /// one that is loaded but waits for a dependency is started. Used by the watcher.
-    pub(crate) fn install(&self, path: &Path) -> Result<Installed, Error> {
+    pub(crate) fn install(
+        &self,
+        path: &Path,
+        options: &InstallOptions<'_>,
+    ) -> Result<Installed, Error> {
         let started = Instant::now();
         let plugin = self.loader.load(path).inspect_err(refused(None))?;
         let service = plugin.info().service.clone();
         let version = plugin.info().plugin_version.clone();
+        if (options.superseded)(&service, &version) {
+            return Ok(Installed::Superseded { service, version });
+        }
         let slot = match self.slot(&service) {
             Ok(slot) => slot,
             Err(_) => {
@@ -1614,15 +1703,36 @@ impl Shared {
                 return self.start_installed(&slot, service, version);
             }
         };
-        let serving = slot.current.load().generation().map(|g| g.version().clone());
+        let serving = slot
+            .current
+            .load()
+            .generation()
+            .map(|g| (g.version().clone(), g.plugin().sha256().to_owned()));
         let known = slot.info.read().plugin.info().plugin_version.clone();
-        match (serving, slot.current.load().state()) {
-            (Some(current), _) if current == version => {
+        let state = slot.current.load().state();
+        match (serving, state) {
+            (Some((current, sha256)), _) if current == version && sha256 == plugin.sha256() => {
                 Ok(Installed::Unchanged { service, version })
             }
+            (Some((current, _)), ServiceState::Running)
+                if current == version && options.development =>
+            {
+                let report = self.swap_to(
+                    &slot,
+                    Candidate::Loaded(Box::new(plugin), true),
+                    Requirement::Keep,
+                )?;
+                Ok(Installed::Swapped { service, from: report.from, to: report.to })
+            }
+            (Some((current, _)), _) if current == version => {
+                Ok(Installed::SameVersionChanged { service, version })
+            }
             (Some(_), ServiceState::Running) => {
-                let report =
-                    self.swap_to(&slot, Candidate::Loaded(Box::new(plugin)), Requirement::Keep)?;
+                let report = self.swap_to(
+                    &slot,
+                    Candidate::Loaded(Box::new(plugin), false),
+                    Requirement::Keep,
+                )?;
                 Ok(Installed::Swapped { service, from: report.from, to: report.to })
             }
             (None, ServiceState::Loaded | ServiceState::Stopped) if known == version => {
@@ -1832,6 +1942,9 @@ pub struct GenerationStatus {
     pub source: PathBuf,
     /// The staged copy that is mapped.
     pub staged: PathBuf,
+    /// The SHA-256 of the library (hex), computed while it was staged: tells apart two builds
+    /// of the same version (see [`WatchOptions::development`](crate::WatchOptions::development)).
+    pub sha256: String,
 }
 
 impl GenerationStatus {
@@ -1845,6 +1958,7 @@ impl GenerationStatus {
             build_profile: info.build_profile,
             source: info.source.clone(),
             staged: info.staged.clone(),
+            sha256: generation.plugin().sha256().to_owned(),
         }
     }
 }

@@ -3,36 +3,67 @@
 //! It is level-triggered: at start, and after each burst of file-system events, it compares the
 //! whole directory with what it has brought into service, instead of acting on single events
 //! (a watcher that trusts events misses a change made while it was not running, or an event
-//! the kernel coalesced). A file is acted on as soon as it is complete: its ELF headers, section
-//! table and loadable segments lie inside it, and its size and modification time are the same
-//! before and after that check. There is no fixed debounce: an atomic rename of a finished build
-//! is picked up at once. A file that stays incomplete (truncated, or abandoned mid-write) is
-//! judged once it has not changed for [`SETTLE`]: refused, never loaded.
+//! the kernel coalesced). A file is identified by its device, inode, size, modification and
+//! change times: a same-size build renamed in with a copied modification time (`cp -p`,
+//! reproducible builds) is a new file.
+//!
+//! Every path is opened the loader's way (once, without blocking): a FIFO, a directory, a
+//! device or a dangling or looping symlink at a `.so` path is reported once per distinct state
+//! as [`WatchEvent::Rejected`] and never blocks the watcher. A file still being written is
+//! *incomplete*, not refused: one that another process has open for writing (the loader's read
+//! lease tells), one that changed while it was looked at, or one whose headers do not fit yet
+//! is looked at again on the next event (closing a file after writing is one) or after
+//! [`SETTLE`]. A file that stays truncated without a writer (abandoned mid-write) is judged once
+//! it has not changed for [`SETTLE`]: refused, never loaded. There is no fixed debounce: an
+//! atomic rename of a finished build is picked up at once.
 //!
 //! Each `.so` file is handled through [`Shared::install`]: a new service is loaded and started
 //! (in dependency order with the others found at the same time), a newer build of a running one
 //! goes through the same gate as a manual swap. A broken file yields one rejection per distinct
-//! content; the service keeps serving its old build. A removed file unloads nothing (the running
-//! build comes from its staged copy) but is reported.
+//! content (hashed by a read bounded by the maximum plugin size); the service keeps serving its
+//! old build. A removed file unloads nothing (the running build comes from its staged copy) but
+//! is reported. A changed build of the version serving is reported (bump the version), or, in
+//! development mode ([`WatchOptions::development`]), swapped in. When several files declare the
+//! same service, the highest version serves, whatever the files' names, and the conflict is
+//! reported.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use notify::Watcher as _;
 use semver::Version;
-use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::loader::elf::{self, ElfProblem};
-use crate::runtime::{Installed, Shared};
+use crate::loader::file::{Identity, Source};
+use crate::runtime::{InstallOptions, Installed, Shared};
 
-/// How long an incomplete file must stay unchanged before it is judged (and refused) as it is.
+/// How long an incomplete file must stay unchanged before it is judged (and refused) as it is,
+/// and how often a file another process keeps open for writing is looked at again.
 pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// How a [`Watcher`] treats the files it finds.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// See [`WatchOptions::development`].
+    pub development: bool,
+}
+
+impl WatchOptions {
+    /// Development mode (default off): a changed build of the version a service runs is
+    /// swapped in, bypassing only the same-version rule of the gate (every other check stays);
+    /// its generation is told apart by its content hash
+    /// ([`GenerationStatus::sha256`](crate::GenerationStatus::sha256)). Off, such a build is
+    /// reported ([`WatchEvent::SameVersionChanged`]) and left out.
+    pub fn development(mut self, on: bool) -> Self {
+        self.development = on;
+        self
+    }
+}
 
 /// What the watcher did with a file.
 #[derive(Debug, Clone)]
@@ -75,7 +106,35 @@ pub enum WatchEvent {
         /// The service.
         service: String,
     },
-    /// The file was refused; reported once per distinct content.
+    /// The file holds another build (other content) of the version its service runs: left out,
+    /// since two builds under one version cannot be told apart by operators or rolled back
+    /// between. Bump the version, or watch in development mode.
+    SameVersionChanged {
+        /// The file.
+        path: PathBuf,
+        /// The service.
+        service: String,
+        /// The version both builds declare.
+        version: Version,
+    },
+    /// The file is still being written; it is looked at again until it is whole. Reported
+    /// once per state of the file.
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// Why it is taken as incomplete.
+        reason: String,
+    },
+    /// Several files declare the same service: the highest version serves. Reported once per
+    /// set of files.
+    Conflict {
+        /// The service.
+        service: String,
+        /// The files, with the version each declares, sorted by path.
+        files: Vec<(PathBuf, Version)>,
+    },
+    /// The file (or what is at its path) was refused; reported once per distinct content or
+    /// state.
     Rejected {
         /// The file.
         path: PathBuf,
@@ -110,20 +169,36 @@ impl Watcher {
     pub(crate) fn start(
         shared: Weak<Shared>,
         dir: PathBuf,
+        options: WatchOptions,
     ) -> Result<(Watcher, Receiver<WatchEvent>), Error> {
         let watch_error = |source: notify::Error| Error::Watch { path: dir.clone(), source };
         let (control, inbox) = crossbeam_channel::unbounded();
         let (events, receiver) = crossbeam_channel::unbounded();
         let changed = control.clone();
         let mut notify =
-            notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-                // Which file changed does not matter: the whole directory is reconciled.
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                use notify::event::{AccessKind, AccessMode, EventKind};
+                // Which file changed does not matter: the whole directory is reconciled. Reads
+                // (the watcher's own included) change nothing; a close after writing is the
+                // moment a file written in place may have become whole.
+                if let Ok(event) = &event
+                    && let EventKind::Access(access) = event.kind
+                    && access != AccessKind::Close(AccessMode::Write)
+                {
+                    return;
+                }
                 let _ = changed.send(Message::Changed);
             })
             .map_err(watch_error)?;
         notify.watch(&dir, notify::RecursiveMode::NonRecursive).map_err(watch_error)?;
-        let state =
-            State { dir: dir.clone(), files: BTreeMap::new(), waiting: BTreeSet::new(), events };
+        let state = State {
+            dir: dir.clone(),
+            options,
+            files: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            conflicts: BTreeMap::new(),
+            events,
+        };
         let thread = std::thread::Builder::new()
             .name("graft-watcher".to_owned())
             .spawn(move || state.run(&shared, &inbox))
@@ -143,32 +218,37 @@ impl Drop for Watcher {
     }
 }
 
-/// A file's size and modification time: if both are unchanged, so is the file, as far as a
-/// writer that keeps writing can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
+/// A distinct refused state, so that each is reported once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// The content's SHA-256.
+    Content([u8; 32]),
+    /// What is at the path, when it is not a readable regular file.
+    Other(String),
 }
 
 #[derive(Debug, Default)]
 struct Tracked {
     /// The file state last acted on.
-    done: Option<Fingerprint>,
-    /// The hash of the last content refused, so that the same content is reported once. Only a
-    /// refusal pays for hashing the file: a build that installs is not hashed at all.
-    rejected: Option<[u8; 32]>,
+    done: Option<Identity>,
+    /// The last refused state, so that the same one is reported once.
+    rejected: Option<Seen>,
     /// An incomplete state first seen at that instant.
-    incomplete_since: Option<(Fingerprint, Instant)>,
-    /// The service the file last brought into service.
-    service: Option<String>,
+    incomplete_since: Option<(Identity, Instant)>,
+    /// The last incomplete state reported.
+    incomplete_reported: Option<Identity>,
+    /// The service the file last brought into service (or declares), and its version.
+    service: Option<(String, Version)>,
 }
 
 struct State {
     dir: PathBuf,
+    options: WatchOptions,
     files: BTreeMap<PathBuf, Tracked>,
     /// Files whose service waits for a dependency: tried again on every pass.
     waiting: BTreeSet<PathBuf>,
+    /// The conflicts reported, by service.
+    conflicts: BTreeMap<String, Vec<(PathBuf, Version)>>,
     events: Sender<WatchEvent>,
 }
 
@@ -198,8 +278,10 @@ impl State {
     /// that are not complete yet.
     fn reconcile(&mut self, shared: &Weak<Shared>) -> Option<Instant> {
         let shared = shared.upgrade()?;
+        let limit = shared.config.max_plugin_size;
         let now = Instant::now();
         let mut recheck: Option<Instant> = None;
+        let mut later = |at: Instant| recheck = Some(recheck.map_or(at, |r: Instant| r.min(at)));
         let present = self.plugin_files();
 
         let gone: Vec<PathBuf> =
@@ -207,32 +289,44 @@ impl State {
         for path in gone {
             let tracked = self.files.remove(&path).unwrap_or_default();
             self.waiting.remove(&path);
-            tracing::warn!(path = %path.display(), service = ?tracked.service, "plugin file removed; nothing unloaded");
-            self.emit(WatchEvent::Removed { path, service: tracked.service });
+            let service = tracked.service.map(|(service, _)| service);
+            tracing::warn!(path = %path.display(), service = ?service, "plugin file removed; nothing unloaded");
+            self.emit(WatchEvent::Removed { path, service });
         }
 
-        let mut candidates: Vec<(PathBuf, Fingerprint)> = Vec::new();
+        let mut candidates: Vec<(PathBuf, Identity)> = Vec::new();
         for path in present {
-            let Some(fingerprint) = fingerprint(&path) else { continue };
+            let source = match Source::open(&path) {
+                Ok(source) => source,
+                Err(error) => {
+                    // Not a regular file, or nothing readable behind a symlink: refused once
+                    // per state, and never opened in a way that could block.
+                    if let Some(state) = path_state(&path, &error) {
+                        self.reject(&path, Seen::Other(state), error);
+                    }
+                    continue;
+                }
+            };
+            let identity = source.identity();
             let tracked = self.files.entry(path.clone()).or_default();
-            if tracked.done == Some(fingerprint) {
+            if tracked.done == Some(identity) {
                 continue;
             }
-            if !is_complete(&path, fingerprint) {
+            let truncated = matches!(source.check(limit), Err(Error::Truncated { .. }));
+            if truncated || !source.unchanged() {
                 let since = match tracked.incomplete_since {
-                    Some((seen, since)) if seen == fingerprint => since,
+                    Some((seen, since)) if seen == identity => since,
                     _ => now,
                 };
-                tracked.incomplete_since = Some((fingerprint, since));
+                tracked.incomplete_since = Some((identity, since));
                 if now.duration_since(since) < SETTLE {
-                    let at = since + SETTLE;
-                    recheck = Some(recheck.map_or(at, |r| r.min(at)));
+                    later(since + SETTLE);
                     continue;
                 }
                 // Unchanged for the settle time: judged as it is (the install refuses it).
             }
             tracked.incomplete_since = None;
-            candidates.push((path, fingerprint));
+            candidates.push((path, identity));
         }
         let retries: Vec<PathBuf> = self
             .waiting
@@ -240,20 +334,26 @@ impl State {
             .filter(|p| !candidates.iter().any(|(c, _)| c == *p))
             .cloned()
             .collect();
-        self.install_all(&shared, candidates, retries);
+        if self.install_all(&shared, candidates, retries) {
+            later(now + SETTLE);
+        }
+        self.report_conflicts();
         recheck
     }
 
     /// Installs the candidates, in as many passes as it takes for services that wait for one
-    /// another (a pass that starts nothing ends it).
+    /// another (a pass that starts nothing ends it). Returns whether a file was incomplete.
     fn install_all(
         &mut self,
         shared: &Shared,
-        candidates: Vec<(PathBuf, Fingerprint)>,
+        candidates: Vec<(PathBuf, Identity)>,
         retries: Vec<PathBuf>,
-    ) {
-        for (path, fingerprint) in &candidates {
-            self.files.entry(path.clone()).or_default().done = Some(*fingerprint);
+    ) -> bool {
+        let mut incomplete = false;
+        let mut identities = BTreeMap::new();
+        for (path, identity) in &candidates {
+            self.files.entry(path.clone()).or_default().done = Some(*identity);
+            identities.insert(path.clone(), *identity);
         }
         let mut pending: Vec<PathBuf> =
             candidates.into_iter().map(|(p, _)| p).chain(retries).collect();
@@ -262,9 +362,22 @@ impl State {
             let mut progress = false;
             let mut still: Vec<PathBuf> = Vec::new();
             for path in pending {
-                match shared.install(&path) {
-                    Ok(Installed::Waiting { service, dependency, .. }) => {
-                        self.note_service(&path, &service);
+                let superseded = |service: &str, version: &Version| {
+                    self.files.iter().any(|(other, tracked)| {
+                        *other != path
+                            && tracked
+                                .service
+                                .as_ref()
+                                .is_some_and(|(s, v)| s == service && v > version)
+                    })
+                };
+                let options = InstallOptions {
+                    development: self.options.development,
+                    superseded: &superseded,
+                };
+                match shared.install(&path, &options) {
+                    Ok(Installed::Waiting { service, version, dependency }) => {
+                        self.note_service(&path, &service, &version);
                         if self.waiting.insert(path.clone())
                             && reported_waiting.insert(path.clone())
                         {
@@ -279,51 +392,114 @@ impl State {
                     Ok(Installed::Started { service, version }) => {
                         progress = true;
                         self.waiting.remove(&path);
-                        self.note_service(&path, &service);
+                        self.note_service(&path, &service, &version);
                         self.emit(WatchEvent::Started { path, service, version });
                     }
                     Ok(Installed::Swapped { service, from, to }) => {
                         progress = true;
                         self.waiting.remove(&path);
-                        self.note_service(&path, &service);
+                        self.note_service(&path, &service, &to);
                         self.emit(WatchEvent::Swapped { path, service, from, to });
                     }
-                    Ok(Installed::Unchanged { service, .. }) => {
+                    Ok(Installed::Unchanged { service, version }) => {
                         self.waiting.remove(&path);
-                        self.note_service(&path, &service);
+                        self.note_service(&path, &service, &version);
                         self.emit(WatchEvent::Unchanged { path, service });
+                    }
+                    Ok(Installed::SameVersionChanged { service, version }) => {
+                        self.waiting.remove(&path);
+                        self.note_service(&path, &service, &version);
+                        tracing::warn!(
+                            path = %path.display(),
+                            service = %service,
+                            version = %version,
+                            "a changed build declares the version already serving; it is not swapped in: bump its version (or watch in development mode)"
+                        );
+                        self.emit(WatchEvent::SameVersionChanged { path, service, version });
+                    }
+                    Ok(Installed::Superseded { service, version }) => {
+                        self.waiting.remove(&path);
+                        self.note_service(&path, &service, &version);
+                    }
+                    Err(Error::Incomplete { reason, .. }) => {
+                        // Not acted on: looked at again on the next event or after SETTLE.
+                        incomplete = true;
+                        let tracked = self.files.entry(path.clone()).or_default();
+                        tracked.done = None;
+                        let identity = identities.get(&path).copied();
+                        if identity.is_some() && tracked.incomplete_reported != identity {
+                            tracked.incomplete_reported = identity;
+                            tracing::debug!(path = %path.display(), %reason, "plugin file still being written");
+                            self.emit(WatchEvent::Incomplete { path, reason });
+                        }
                     }
                     Err(error) => {
                         self.waiting.remove(&path);
-                        let hash = content_hash(&path);
-                        let tracked = self.files.entry(path.clone()).or_default();
-                        if hash.is_some() && tracked.rejected == hash {
-                            continue;
-                        }
-                        tracked.rejected = hash;
-                        tracing::warn!(path = %path.display(), %error, "plugin file refused");
-                        self.emit(WatchEvent::Rejected { path, error: Arc::new(error) });
+                        let limit = shared.config.max_plugin_size;
+                        let seen = match Source::open(&path) {
+                            Ok(source) => source
+                                .hash(limit)
+                                .map(Seen::Content)
+                                .unwrap_or_else(|| Seen::Other(format!("{:?}", source.identity()))),
+                            Err(other) => Seen::Other(other.to_string()),
+                        };
+                        self.reject(&path, seen, error);
                     }
                 }
             }
             if !progress || still.is_empty() {
-                return;
+                return incomplete;
             }
             pending = still;
         }
     }
 
-    fn note_service(&mut self, path: &Path, service: &str) {
+    /// Reports `error` for `path`, unless the same state was reported last.
+    fn reject(&mut self, path: &Path, seen: Seen, error: Error) {
         let tracked = self.files.entry(path.to_path_buf()).or_default();
-        tracked.service = Some(service.to_owned());
+        if tracked.rejected.as_ref() == Some(&seen) {
+            return;
+        }
+        tracked.rejected = Some(seen);
+        tracked.service = None;
+        tracing::warn!(path = %path.display(), %error, "plugin file refused");
+        self.emit(WatchEvent::Rejected { path: path.to_path_buf(), error: Arc::new(error) });
+    }
+
+    /// Reports each new set of files that declare the same service.
+    fn report_conflicts(&mut self) {
+        let mut by_service: BTreeMap<String, Vec<(PathBuf, Version)>> = BTreeMap::new();
+        for (path, tracked) in &self.files {
+            if let Some((service, version)) = &tracked.service {
+                by_service
+                    .entry(service.clone())
+                    .or_default()
+                    .push((path.clone(), version.clone()));
+            }
+        }
+        by_service.retain(|_, files| files.len() > 1);
+        for (service, files) in &by_service {
+            if self.conflicts.get(service) != Some(files) {
+                tracing::warn!(service = %service, files = ?files, "several plugin files declare the same service; the highest version serves");
+                self.emit(WatchEvent::Conflict { service: service.clone(), files: files.clone() });
+            }
+        }
+        self.conflicts = by_service;
+    }
+
+    fn note_service(&mut self, path: &Path, service: &str, version: &Version) {
+        let tracked = self.files.entry(path.to_path_buf()).or_default();
+        tracked.service = Some((service.to_owned(), version.clone()));
         tracked.rejected = None;
+        tracked.incomplete_reported = None;
     }
 
     fn emit(&self, event: WatchEvent) {
         let _ = self.events.send(event);
     }
 
-    /// The `.so` files of the directory (dotfiles excluded: a build tool's temporary file).
+    /// The `.so` paths of the directory, whatever is at them (dotfiles excluded: a build tool's
+    /// temporary file).
     fn plugin_files(&self) -> BTreeSet<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return BTreeSet::new() };
         entries
@@ -337,48 +513,17 @@ impl State {
     }
 }
 
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let metadata = std::fs::metadata(path).ok()?;
-    metadata
-        .is_file()
-        .then(|| Fingerprint { len: metadata.len(), modified: metadata.modified().ok() })
-}
-
-/// Whether the file is whole: its ELF structure lies inside it and it did not change while it
-/// was checked. A file that is not ELF at all is "complete" (there is nothing to wait for; the
-/// install refuses it).
-fn is_complete(path: &Path, before: Fingerprint) -> bool {
-    let complete = match elf_problem(path, before.len) {
-        None | Some(ElfProblem::NotElf) | Some(ElfProblem::Wrong(_)) => true,
-        Some(ElfProblem::Truncated { .. }) => false,
-    };
-    complete && fingerprint(path) == Some(before)
-}
-
-fn elf_problem(path: &Path, len: u64) -> Option<ElfProblem> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).ok()?;
-    let mut prefix = vec![0u8; elf::HEADER_LEN.min(usize::try_from(len).unwrap_or(usize::MAX))];
-    file.read_exact_at(&mut prefix, 0).ok()?;
-    let headers = match elf::check_header(&prefix, len) {
-        Ok(headers) => headers,
-        Err(problem) => return Some(problem),
-    };
-    let mut table = vec![0u8; usize::try_from(headers.len()).ok()?];
-    file.read_exact_at(&mut table, headers.offset).ok()?;
-    elf::check_segments(&table, len).err()
-}
-
-fn content_hash(path: &Path) -> Option<[u8; 32]> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buffer).ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Some(hasher.finalize().into())
+/// A description of what is at `path` when opening it failed with `error`, or `None` if
+/// nothing is there any more (removed since the directory was listed).
+fn path_state(path: &Path, error: &Error) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // `symlink_metadata` is an `lstat`: it never opens anything, so it cannot block.
+    let link = std::fs::symlink_metadata(path).ok()?;
+    let target = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mode()));
+    Some(format!(
+        "{error}; link {}:{}:{}, target {target:?}",
+        link.dev(),
+        link.ino(),
+        link.mtime_nsec()
+    ))
 }

@@ -5,6 +5,7 @@ mod defects;
 mod dependencies;
 mod drain;
 mod events;
+mod files;
 mod history;
 mod lifecycle;
 mod panics;
@@ -54,9 +55,12 @@ impl Setup {
         self.runtime.load_with(path, options).expect("load");
     }
 
-    /// The files in the staging directory.
+    /// The staged copies in the staging directory (its lock files are not counted).
     pub fn staged_files(&self) -> usize {
-        std::fs::read_dir(self.runtime.staging_dir()).expect("staging directory").count()
+        std::fs::read_dir(self.runtime.staging_dir())
+            .expect("staging directory")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "so")))
+            .count()
     }
 }
 

@@ -29,11 +29,11 @@ fn library(fixture: Fixture) -> Vec<u8> {
     std::fs::read(graft_tests::path(fixture).unwrap()).unwrap()
 }
 
-/// The next event other than `Unchanged`, within [`PATIENCE`].
+/// The next event other than `Unchanged` or `Incomplete`, within [`PATIENCE`].
 fn next(events: &Receiver<WatchEvent>) -> WatchEvent {
     loop {
         match events.recv_timeout(PATIENCE).expect("a watch event") {
-            WatchEvent::Unchanged { .. } => continue,
+            WatchEvent::Unchanged { .. } | WatchEvent::Incomplete { .. } => continue,
             event => return event,
         }
     }
@@ -105,7 +105,7 @@ fn a_file_written_in_chunks_is_loaded_only_once_whole() {
         std::io::Write::write_all(&mut file, chunk).unwrap();
         std::io::Write::flush(&mut file).unwrap();
         match events.recv_timeout(SETTLE / 5) {
-            Err(_) | Ok(WatchEvent::Unchanged { .. }) => {}
+            Err(_) | Ok(WatchEvent::Unchanged { .. } | WatchEvent::Incomplete { .. }) => {}
             // A slow machine may see a pause as long as the settle time: the partial file is
             // then refused, which is allowed; loading it is not.
             Ok(WatchEvent::Rejected { .. }) => {}
@@ -237,4 +237,184 @@ fn two_services_dropped_in_at_once_start_in_dependency_order() {
     assert_eq!(started, ["rendezvous", "worker"]);
     let order = setup.runtime.call("rendezvous", "order", b"").unwrap();
     assert_eq!(order, b"worker", "the worker met the rendezvous from its construction");
+}
+
+/// `library(fixture)` padded with zeros to `len` bytes: another content, the same build (what
+/// follows the section headers is never read).
+fn padded(fixture: Fixture, len: usize) -> Vec<u8> {
+    let mut bytes = library(fixture);
+    assert!(bytes.len() <= len);
+    bytes.resize(len, 0);
+    bytes
+}
+
+/// Regression: files were told apart by size and modification time only, so a same-size build
+/// renamed in with a copied modification time (`cp -p`, reproducible builds) was never swapped.
+#[test]
+fn a_same_size_build_with_the_same_mtime_renamed_in_is_swapped() {
+    let setup = Setup::new();
+    let dir = watched(&setup);
+    let target = dir.join("greeter.so");
+    let len = library(Fixture::Greeter1_0).len().max(library(Fixture::Greeter1_1).len()) + 1;
+    publish(&target, &padded(Fixture::Greeter1_0, len));
+    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
+    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+
+    let modified = std::fs::metadata(&target).unwrap().modified().unwrap();
+    let temporary = dir.join(".incoming.tmp");
+    std::fs::write(&temporary, padded(Fixture::Greeter1_1, len)).unwrap();
+    std::fs::File::options().write(true).open(&temporary).unwrap().set_modified(modified).unwrap();
+    std::fs::rename(&temporary, &target).unwrap();
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!((after.len(), after.modified().unwrap()), (len as u64, modified));
+
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::Swapped { to, .. } if to.to_string() == "1.1.0"),
+        "{event:?}"
+    );
+    assert_eq!(setup.runtime.call("greeter", "version", b"").unwrap(), b"1.1.0");
+}
+
+/// Regression: a FIFO, a directory or a dangling, looping or device symlink at a `.so` path
+/// was skipped silently (and a FIFO could block a naive open for ever).
+#[test]
+fn what_is_not_a_file_is_rejected_once_each_and_the_watcher_keeps_working() {
+    let setup = Setup::new();
+    let dir = watched(&setup);
+    assert!(
+        std::process::Command::new("mkfifo").arg(dir.join("pipe.so")).status().unwrap().success()
+    );
+    std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling.so")).unwrap();
+    std::os::unix::fs::symlink(dir.join("looping.so"), dir.join("looping.so")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", dir.join("device.so")).unwrap();
+    std::fs::create_dir(dir.join("directory.so")).unwrap();
+    let (watcher, events) = setup.runtime.watch(&dir).unwrap();
+
+    let mut rejected = std::collections::BTreeMap::new();
+    while rejected.len() < 5 {
+        match next(&events) {
+            WatchEvent::Rejected { path, error } => {
+                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+                assert!(rejected.insert(name, error).is_none(), "rejected twice: {path:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(*rejected["pipe.so"], Error::NotAFile { kind: "a named pipe (FIFO)", .. }));
+    assert!(matches!(*rejected["device.so"], Error::NotAFile { kind: "a character device", .. }));
+    assert!(matches!(*rejected["directory.so"], Error::NotAFile { kind: "a directory", .. }));
+    assert!(matches!(*rejected["dangling.so"], Error::Io { .. }));
+    assert!(matches!(*rejected["looping.so"], Error::Io { .. }));
+
+    // Still working: a build dropped in now is started, with no second rejection before it.
+    publish(&dir.join("greeter.so"), &library(Fixture::Greeter1_0));
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::Started { service, .. } if service == "greeter"),
+        "{event:?}"
+    );
+
+    // And it stops at once: dropped on another thread, with a bound.
+    let (dropped, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        drop(watcher);
+        let _ = dropped.send(());
+    });
+    done.recv_timeout(PATIENCE).expect("the watcher stops promptly");
+}
+
+/// Regression: a rebuild with the same version and other content was silently ignored.
+#[test]
+fn a_changed_build_of_the_same_version_is_reported_not_swapped() {
+    let setup = Setup::new();
+    let dir = watched(&setup);
+    let target = dir.join("greeter.so");
+    publish(&target, &library(Fixture::Greeter1_0));
+    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
+    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let before = setup.runtime.service_status("greeter").unwrap().current.unwrap();
+
+    let len = library(Fixture::Greeter1_0).len() + 64;
+    publish(&target, &padded(Fixture::Greeter1_0, len));
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::SameVersionChanged { service, version, .. }
+            if service == "greeter" && version.to_string() == "1.0.0"),
+        "{event:?}"
+    );
+    let after = setup.runtime.service_status("greeter").unwrap().current.unwrap();
+    assert_eq!((after.id, after.sha256), (before.id, before.sha256));
+}
+
+#[test]
+fn in_development_mode_a_changed_build_of_the_same_version_is_swapped_in() {
+    let setup = Setup::new();
+    let dir = watched(&setup);
+    let target = dir.join("greeter.so");
+    publish(&target, &library(Fixture::Greeter1_0));
+    let options = graft_runtime::WatchOptions::default().development(true);
+    let (_watcher, events) = setup.runtime.watch_with(&dir, options).unwrap();
+    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let before = setup.runtime.service_status("greeter").unwrap().current.unwrap();
+
+    let len = library(Fixture::Greeter1_0).len() + 64;
+    publish(&target, &padded(Fixture::Greeter1_0, len));
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::Swapped { from, to, .. }
+            if from.to_string() == "1.0.0" && to.to_string() == "1.0.0"),
+        "{event:?}"
+    );
+    let after = setup.runtime.service_status("greeter").unwrap();
+    let current = after.current.unwrap();
+    assert_ne!(current.id, before.id);
+    assert_ne!(current.sha256, before.sha256, "the generations are told apart by content");
+    assert_eq!(after.history[0].sha256, before.sha256);
+
+    // Every other check stays: a build of another interface major is still refused.
+    publish(&target, &library(Fixture::Greeter2_0));
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::Rejected { error, .. } if matches!(**error, Error::IncompatibleInterface { .. })),
+        "{event:?}"
+    );
+}
+
+/// Regression: two files declaring the same service ended on whichever came last in name
+/// order, a downgrade included.
+#[test]
+fn two_files_of_one_service_end_on_the_highest_version_whatever_their_names() {
+    for (lower, higher) in [("a.so", "b.so"), ("b.so", "a.so")] {
+        let setup = Setup::new();
+        let dir = watched(&setup);
+        publish(&dir.join(lower), &library(Fixture::Greeter1_0));
+        publish(&dir.join(higher), &library(Fixture::Greeter1_1));
+        let conflict = |events: &Receiver<WatchEvent>| loop {
+            match next(events) {
+                WatchEvent::Conflict { service, files } => return (service, files),
+                WatchEvent::Started { .. } | WatchEvent::Swapped { .. } => continue,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
+        let (service, files) = conflict(&events);
+        assert_eq!(service, "greeter");
+        let mut expected = vec![
+            (dir.join(lower), semver::Version::new(1, 0, 0)),
+            (dir.join(higher), semver::Version::new(1, 1, 0)),
+        ];
+        expected.sort();
+        assert_eq!(files, expected);
+        assert_eq!(setup.runtime.call("greeter", "version", b"").unwrap(), b"1.1.0", "{lower}");
+
+        // A host restart (a new runtime and watcher on the same directory) ends there too.
+        let host = graft_runtime::Runtime::builder()
+            .staging_dir(setup.dir.path().join("staging-2"))
+            .build()
+            .unwrap();
+        let (_watcher, events) = host.watch(&dir).unwrap();
+        assert_eq!(conflict(&events).0, "greeter");
+        assert_eq!(host.call("greeter", "version", b"").unwrap(), b"1.1.0", "{lower}");
+    }
 }

@@ -1,10 +1,23 @@
-//! The check a file must pass before `dlopen` runs its initialisers: an ELF shared object for
-//! this machine whose headers and loadable segments all lie inside the file.
+//! The checks a file must pass before `dlopen` runs its initialisers, as pure functions over
+//! bytes.
 //!
-//! This catches a file that is not a library at all, one built for another machine, and one
-//! that is truncated or still being written, without running any of its code. It reads a few
-//! hundred bytes, not the file. It is written by hand rather than with an ELF crate because it
-//! needs a dozen fixed-offset fields, and the policy (what to refuse) is the runtime's own.
+//! Two levels:
+//! - [`check_header`] and [`check_segments`] run on the *source* before anything is copied:
+//!   an ELF shared object for this machine whose headers and loadable segments all lie inside
+//!   the file. They read a few hundred bytes and are written by hand (a dozen fixed-offset
+//!   fields; the policy, what to refuse, is the runtime's own).
+//! - [`check_dynamic`] runs on the private *staged copy* (which nothing else can change) and
+//!   walks what the dynamic loader itself will read, parsed with the `object` crate: the dynamic
+//!   segment lies in the file and is terminated, the dynamic symbol and string tables it points
+//!   at lie in the file, and the entry symbol is in that table, defined, a function in an
+//!   executable segment. "The headers lie inside the file" is not "the file is complete": a
+//!   writer that sets the final size first leaves a zero-filled tail that passes the first level
+//!   and crashed `dlopen`; a zero-filled dynamic segment or symbol table fails the second.
+//!
+//! Neither level can tell a whole, well-formed library from a malicious one: loading a file
+//! still runs its initialisers, so loading is trusting it.
+
+use object::ReadRef;
 
 /// What is wrong with a file, in the terms of the ELF format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +28,10 @@ pub(crate) enum ElfProblem {
     Wrong(String),
     /// The file ends before `needed` bytes.
     Truncated { needed: u64 },
+    /// The dynamic linking structures are missing or malformed; the reason says which.
+    Malformed(String),
+    /// The dynamic symbol table is whole but does not define the entry symbol.
+    NoEntry,
 }
 
 /// The size of a 64-bit ELF file header.
@@ -45,8 +62,14 @@ impl ProgramHeaders {
 /// Checks the file header (`prefix` holds the file's first bytes, at most [`HEADER_LEN`]) of a
 /// file of `file_size` bytes, and returns where the program headers are.
 pub(crate) fn check_header(prefix: &[u8], file_size: u64) -> Result<ProgramHeaders, ElfProblem> {
-    if prefix.len() < 4 || prefix[..4] != *b"\x7fELF" {
+    let magic = b"\x7fELF";
+    let start = &prefix[..prefix.len().min(4)];
+    if start != &magic[..start.len()] {
         return Err(ElfProblem::NotElf);
+    }
+    if prefix.len() < 4 {
+        // Empty, or the start of the magic number: a file being written, not a wrong one.
+        return Err(ElfProblem::Truncated { needed: HEADER_LEN as u64 });
     }
     if prefix.len() < HEADER_LEN {
         return Err(ElfProblem::Truncated { needed: HEADER_LEN as u64 });
@@ -117,6 +140,167 @@ pub(crate) fn check_segments(table: &[u8], file_size: u64) -> Result<(), ElfProb
     Ok(())
 }
 
+/// Checks what `dlopen` will read of the library in `data` (see the module docs): the dynamic
+/// segment, the dynamic symbol and string tables, and the entry symbol [`ENTRY_NAME`].
+pub(crate) fn check_dynamic<'data, R: ReadRef<'data>>(data: R) -> Result<(), ElfProblem> {
+    use object::elf::{self as e, FileHeader64};
+    use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _, Sym as _};
+    type Header = FileHeader64<object::Endianness>;
+
+    let size = data.len().map_err(|()| malformed("the file's size cannot be read"))?;
+    let header = Header::parse(data).map_err(|error| malformed(format!("file header: {error}")))?;
+    let endian = header.endian().map_err(|error| malformed(format!("file header: {error}")))?;
+    let segments = header
+        .program_headers(endian, data)
+        .map_err(|error| malformed(format!("program headers: {error}")))?;
+    let loads: Vec<Load> = segments
+        .iter()
+        .filter(|p| p.p_type(endian) == e::PT_LOAD)
+        .map(|p| Load {
+            vaddr: p.p_vaddr(endian),
+            offset: p.p_offset(endian),
+            len: p.p_filesz(endian),
+            executable: p.p_flags(endian) & e::PF_X != 0,
+        })
+        .collect();
+    for load in &loads {
+        within(size, load.offset, load.len)?;
+    }
+    let mut dynamic = segments.iter().filter(|p| p.p_type(endian) == e::PT_DYNAMIC);
+    let (Some(segment), None) = (dynamic.next(), dynamic.next()) else {
+        return Err(malformed("not exactly one dynamic segment (PT_DYNAMIC)"));
+    };
+    within(size, segment.p_offset(endian), segment.p_filesz(endian))?;
+    let entries = segment
+        .dynamic(endian, data)
+        .map_err(|error| malformed(format!("dynamic segment: {error}")))?
+        .unwrap_or_default();
+
+    let (mut symtab, mut strtab, mut strsz, mut syment, mut hash, mut gnu_hash) =
+        (None, None, None, None, None, None);
+    let mut terminated = false;
+    for entry in entries {
+        let value = entry.d_val(endian);
+        match u32::try_from(entry.d_tag(endian)).unwrap_or(u32::MAX) {
+            e::DT_NULL => {
+                terminated = true;
+                break;
+            }
+            e::DT_SYMTAB => symtab = Some(value),
+            e::DT_STRTAB => strtab = Some(value),
+            e::DT_STRSZ => strsz = Some(value),
+            e::DT_SYMENT => syment = Some(value),
+            e::DT_HASH => hash = Some(value),
+            e::DT_GNU_HASH => gnu_hash = Some(value),
+            _ => {}
+        }
+    }
+    if !terminated {
+        return Err(malformed("the dynamic segment is not terminated by DT_NULL"));
+    }
+    let missing = |tag: &str| {
+        malformed(format!("the dynamic segment has no {tag} (zero-filled or cut short?)"))
+    };
+    let symtab = symtab.ok_or_else(|| missing("DT_SYMTAB"))?;
+    let strtab = strtab.ok_or_else(|| missing("DT_STRTAB"))?;
+    let strsz = strsz.ok_or_else(|| missing("DT_STRSZ"))?;
+    let symbol_size = std::mem::size_of::<e::Sym64<object::Endianness>>() as u64;
+    if syment != Some(symbol_size) {
+        return Err(malformed(format!("DT_SYMENT is {syment:?}, expected {symbol_size}")));
+    }
+    let symtab_at = file_offset(&loads, symtab, "DT_SYMTAB")?;
+    let strtab_at = file_offset(&loads, strtab, "DT_STRTAB")?;
+    within(size, strtab_at, strsz)?;
+
+    // The symbol count is not in the dynamic segment: the dynamic loader learns it from the
+    // hash table, and so does this check.
+    let count = match (gnu_hash, hash) {
+        (Some(address), _) => {
+            let table = segment_rest(data, &loads, address, "DT_GNU_HASH")?;
+            object::read::elf::GnuHashTable::<Header>::parse(endian, table)
+                .map_err(|error| malformed(format!("GNU hash table: {error}")))?
+                .symbol_table_length(endian)
+                .ok_or_else(|| malformed("the GNU hash table is empty or invalid"))?
+        }
+        (None, Some(address)) => {
+            let table = segment_rest(data, &loads, address, "DT_HASH")?;
+            object::read::elf::HashTable::<Header>::parse(endian, table)
+                .map_err(|error| malformed(format!("hash table: {error}")))?
+                .symbol_table_length()
+        }
+        (None, None) => return Err(missing("hash table (DT_HASH or DT_GNU_HASH)")),
+    };
+    within(size, symtab_at, u64::from(count) * symbol_size)?;
+    let symbols: &[e::Sym64<object::Endianness>] = data
+        .read_slice_at(symtab_at, count as usize)
+        .map_err(|()| malformed("the dynamic symbol table lies outside the file"))?;
+    let strings = object::StringTable::new(data, strtab_at, strtab_at + strsz);
+    let entry = symbols
+        .iter()
+        .find(|symbol| symbol.name(endian, strings).is_ok_and(|name| name == ENTRY_NAME))
+        .ok_or(ElfProblem::NoEntry)?;
+    if entry.st_shndx(endian) == e::SHN_UNDEF || entry.st_type() != e::STT_FUNC {
+        return Err(malformed(format!(
+            "`{}` is not a defined function",
+            String::from_utf8_lossy(ENTRY_NAME)
+        )));
+    }
+    let value = entry.st_value(endian);
+    if !loads.iter().any(|l| l.executable && l.contains(value)) {
+        return Err(malformed(format!(
+            "`{}` does not point into an executable segment",
+            String::from_utf8_lossy(ENTRY_NAME)
+        )));
+    }
+    Ok(())
+}
+
+/// The entry symbol's name, without the terminating NUL the ABI constant carries.
+pub(crate) const ENTRY_NAME: &[u8] = b"graft_plugin_entry";
+
+/// A loadable segment: where its file bytes are mapped.
+struct Load {
+    vaddr: u64,
+    offset: u64,
+    len: u64,
+    executable: bool,
+}
+
+impl Load {
+    fn contains(&self, address: u64) -> bool {
+        address >= self.vaddr && address - self.vaddr < self.len
+    }
+}
+
+/// The file offset of the virtual `address`, which must lie in a loadable segment's file bytes.
+fn file_offset(loads: &[Load], address: u64, what: &str) -> Result<u64, ElfProblem> {
+    loads
+        .iter()
+        .find(|l| l.contains(address))
+        .map(|l| l.offset + (address - l.vaddr))
+        .ok_or_else(|| malformed(format!("{what} ({address:#x}) is not in a loaded segment")))
+}
+
+/// The bytes from `address` to the end of the loadable segment that holds it.
+fn segment_rest<'data, R: ReadRef<'data>>(
+    data: R,
+    loads: &[Load],
+    address: u64,
+    what: &str,
+) -> Result<&'data [u8], ElfProblem> {
+    let load = loads
+        .iter()
+        .find(|l| l.contains(address))
+        .ok_or_else(|| malformed(format!("{what} ({address:#x}) is not in a loaded segment")))?;
+    let at = load.offset + (address - load.vaddr);
+    let len = load.len - (address - load.vaddr);
+    data.read_bytes_at(at, len).map_err(|()| malformed(format!("{what} lies outside the file")))
+}
+
+fn malformed(reason: impl Into<String>) -> ElfProblem {
+    ElfProblem::Malformed(reason.into())
+}
+
 #[cfg(target_arch = "x86_64")]
 const HOST_MACHINE: u16 = 62;
 #[cfg(target_arch = "aarch64")]
@@ -177,7 +361,16 @@ mod tests {
     #[test]
     fn refuses_text_as_not_elf() {
         assert_eq!(check_header(b"#!/bin/sh\n", 10), Err(ElfProblem::NotElf));
-        assert_eq!(check_header(b"", 0), Err(ElfProblem::NotElf));
+        assert_eq!(check_header(b"#", 1), Err(ElfProblem::NotElf));
+    }
+
+    /// Regression: a just-created empty file was refused as "not ELF" by the watcher, before
+    /// its writer had written anything.
+    #[test]
+    fn an_empty_or_barely_started_file_is_truncated_not_wrong() {
+        let truncated = Err(ElfProblem::Truncated { needed: HEADER_LEN as u64 });
+        assert_eq!(check_header(b"", 0), truncated);
+        assert_eq!(check_header(b"\x7fE", 2), truncated);
     }
 
     #[test]
@@ -216,6 +409,66 @@ mod tests {
         let mut h = header();
         h[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(check_header(&h, 1000), Err(ElfProblem::Wrong(_))));
+    }
+
+    fn build(fixture: graft_tests::Fixture) -> Vec<u8> {
+        std::fs::read(graft_tests::path(fixture).unwrap()).unwrap()
+    }
+
+    /// The file offset and length of the dynamic segment of `bytes`.
+    fn dynamic_segment(bytes: &[u8]) -> (usize, usize) {
+        let phoff = u64_at(bytes, 32) as usize;
+        let count = usize::from(u16_at(bytes, 56));
+        (0..count)
+            .map(|i| &bytes[phoff + i * 56..phoff + (i + 1) * 56])
+            .find(|p| u32_at(p, 0) == 2)
+            .map(|p| (u64_at(p, 8) as usize, u64_at(p, 32) as usize))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_whole_plugin_passes_the_deep_check() {
+        assert_eq!(check_dynamic(build(graft_tests::Fixture::Greeter1_0).as_slice()), Ok(()));
+    }
+
+    #[test]
+    fn a_library_without_the_entry_symbol_has_no_entry() {
+        let bytes = build(graft_tests::Fixture::NoEntry);
+        assert_eq!(check_dynamic(bytes.as_slice()), Err(ElfProblem::NoEntry));
+    }
+
+    #[test]
+    fn a_zero_filled_dynamic_segment_is_malformed() {
+        let mut bytes = build(graft_tests::Fixture::Greeter1_0);
+        let (offset, len) = dynamic_segment(&bytes);
+        bytes[offset..offset + len].fill(0);
+        assert!(matches!(check_dynamic(bytes.as_slice()), Err(ElfProblem::Malformed(_))));
+    }
+
+    #[test]
+    fn a_cut_file_is_refused_not_a_panic() {
+        let bytes = build(graft_tests::Fixture::Greeter1_0);
+        // Cut inside the loaded part (a cut in the section headers only is the first level's).
+        let (dynamic, _) = dynamic_segment(&bytes);
+        for len in [0, 4, 64, 200, bytes.len() / 4, dynamic] {
+            assert!(check_dynamic(&bytes[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    /// Zeroed or scrambled windows anywhere in a real build: the check answers, never panics.
+    #[test]
+    fn damaged_builds_never_panic_the_deep_check() {
+        let whole = build(graft_tests::Fixture::Greeter1_1);
+        let mut rng = crate::test_rng::Rng(7);
+        for _ in 0..300 {
+            let mut bytes = whole.clone();
+            let at = rng.index(bytes.len());
+            let len = rng.index(4096).min(bytes.len() - at);
+            let fill = if rng.chance(50) { 0 } else { rng.next() as u8 };
+            bytes[at..at + len].fill(fill);
+            let _ = check_dynamic(bytes.as_slice());
+        }
+        assert!(check_dynamic(&[0u8; 64][..]).is_err());
     }
 
     #[test]

@@ -4,28 +4,46 @@
 //! library together with the function pointers taken from it, so that no pointer into the
 //! library can outlive the handle that keeps it mapped.
 //!
-//! Order of work for [`Loader::load`]:
-//! 1. refuse anything that is not a regular file;
-//! 2. copy it to a unique path in the staging directory (`dlopen` hands back the library it
-//!    already has for a path or inode it has seen, so a rebuilt file at the same path would give
-//!    the old code back; a copy, unlike a hard link, is also safe from a later in-place write to
-//!    the source file, which would rewrite code that is mapped and running);
-//! 3. check the staged copy's ELF headers ([`elf`]) so that a bad file is refused before its
-//!    initialisers run;
-//! 4. `dlopen` it with `RTLD_NOW | RTLD_LOCAL`, look up the entry symbol, read and check the
+//! Order of work for [`Loader::load`] (see [`file`] and [`elf`] for the details):
+//! 1. open the source once, without blocking (`O_NONBLOCK | O_NOCTTY | O_CLOEXEC`), and refuse
+//!    anything that `fstat` does not call a regular file ([`Error::NotAFile`]): a FIFO, a device
+//!    or a directory never blocks the loader, and a path renamed between a check and the open
+//!    cannot slip a FIFO in;
+//! 2. from that descriptor, refuse a file larger than the maximum plugin size
+//!    ([`Error::TooLarge`]) before reading any of it;
+//! 3. take a read lease (Linux): it is refused while any process has the file open for writing
+//!    ([`Error::Incomplete`]: try again later); where leases are not available (neither owner
+//!    nor `CAP_LEASE`) the loader goes on without one; then refuse a file whose ELF header or
+//!    loadable segments do not fit, before anything is copied;
+//! 4. copy it, bounded by the size `fstat` gave and hashing (SHA-256) on the way, to a unique
+//!    path in the staging directory (`dlopen` hands back the library it already has for a path
+//!    or inode it has seen, so a rebuilt file at the same path would give the old code back; a
+//!    copy, unlike a hard link, is also safe from a later in-place write to the source file,
+//!    which would rewrite code that is mapped and running); a file that grew, shrank or changed
+//!    during the copy is [`Error::Incomplete`];
+//! 5. check the staged copy deeply ([`elf::check_dynamic`]): the dynamic segment, the dynamic
+//!    symbol and string tables and the entry symbol, all inside the file, so that a half-written
+//!    or zero-filled library is refused before its initialisers run;
+//! 6. `dlopen` it with `RTLD_NOW | RTLD_LOCAL`, look up the entry symbol, read and check the
 //!    header, then the rest of the descriptor.
 //!
-//! Any failure removes the staged copy.
+//! Any failure removes the staged copy, and every error names the file the caller gave, never
+//! the staged copy.
+//!
+//! What these checks cannot catch: a well-formed library whose code is wrong or malicious. Its
+//! initialisers run at `dlopen`, before the descriptor can be read: loading a file is trusting
+//! it. Where no lease can be taken, a writer that keeps the file open but idle, with its final
+//! size and a whole dynamic section already written, is not told apart from a finished build.
 
 mod descriptor;
 pub(crate) mod elf;
+pub(crate) mod file;
 pub(crate) mod retained;
+pub(crate) mod staging;
 
 pub use descriptor::BuildProfile;
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,7 +52,11 @@ use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use semver::Version;
 
 use crate::{Dependency, Error};
-use elf::ElfProblem;
+use file::{Source, elf_error};
+
+/// The default maximum size of a plugin file: 512 MiB, far above any real plugin (a few MiB),
+/// far below what would fill a staging disk by mistake.
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 512 * 1024 * 1024;
 
 /// What a plugin declares about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +92,16 @@ pub(crate) struct EntryPoints {
 /// A loaded, checked plugin library.
 ///
 /// Invariant: `entry` points into `library`; both live and die together here, and the library
-/// is closed only when this value is dropped. Whoever copies a function pointer out of `entry`
+/// is never closed: dropping this value hands it to `retained`. Whoever copies a function
+/// pointer out of `entry`
 /// must keep this `Plugin` (through the `Generation` that owns it) alive for as long as it may
 /// call it.
 #[derive(Debug)]
 pub(crate) struct Plugin {
     info: PluginInfo,
+    /// The SHA-256 of the staged copy (hex), computed while copying it.
+    sha256: String,
+
     dependencies: Vec<Dependency>,
     entry: EntryPoints,
     library: Option<Library>,
@@ -93,6 +119,11 @@ impl Plugin {
 
     pub fn entry(&self) -> EntryPoints {
         self.entry
+    }
+
+    /// The SHA-256 of the library, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 }
 
@@ -117,23 +148,34 @@ impl Drop for Plugin {
 #[derive(Debug)]
 pub(crate) struct Loader {
     staging: PathBuf,
+    max_size: u64,
 }
 
 impl Loader {
     pub fn new(staging: PathBuf) -> Self {
-        Loader { staging }
+        Loader { staging, max_size: DEFAULT_MAX_PLUGIN_SIZE }
     }
 
-    /// Stages, checks and opens the plugin at `source`.
+    /// Refuses files larger than `max_size` bytes.
+    pub fn with_max_size(mut self, max_size: u64) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Opens, checks, stages and loads the plugin at `source` (see the module docs).
     pub fn load(&self, source: &Path) -> Result<Plugin, Error> {
-        let metadata = std::fs::metadata(source)
-            .map_err(|e| io_error("reading the metadata of", source, e))?;
-        if !metadata.is_file() {
-            return Err(Error::NotAFile { path: source.to_path_buf() });
-        }
-        let staged = self.stage(source)?;
-        match open_staged(source, &staged) {
-            Ok(plugin) => Ok(plugin),
+        let file = Source::open(source)?;
+        file.check_size(self.max_size)?;
+        // The lease before the header check: a file being written is incomplete, not "not ELF".
+        let (staged, sha256) = {
+            let _lease = file.lease()?;
+            file.check(self.max_size)?;
+            self.stage(&file, source)?
+        };
+        match open_staged(source, &staged, file.identity().size) {
+            Ok((info, dependencies, entry, library)) => {
+                Ok(Plugin { info, sha256, dependencies, entry, library: Some(library) })
+            }
             Err(error) => {
                 remove_staged(&staged);
                 Err(error)
@@ -141,35 +183,38 @@ impl Loader {
         }
     }
 
-    /// Copies `source` to a new file in the staging directory.
+    /// Copies `file` to a new file in the staging directory; returns its path and hash.
     ///
     /// The name is unique within the process (a process-wide counter), and the file is created
     /// with `O_EXCL`, so a name taken by another runtime or process sharing the directory (or
     /// left over from an earlier process with the same pid) is skipped, never overwritten: an
     /// overwrite would rewrite a library that may be mapped.
-    fn stage(&self, source: &Path) -> Result<PathBuf, Error> {
+    fn stage(&self, file: &Source, source: &Path) -> Result<(PathBuf, String), Error> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-        let mut input = File::open(source).map_err(|e| io_error("opening", source, e))?;
         let (staged, mut output) = loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let staged = self.staging.join(format!("{stem}.{}.{n}.so", std::process::id()));
             match OpenOptions::new().write(true).create_new(true).open(&staged) {
-                Ok(file) => break (staged, file),
+                Ok(output) => break (staged, output),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error("creating a staged copy", &staged, e)),
+                Err(e) => return Err(file::io_error("creating a staged copy", &staged, e)),
             }
         };
-        if let Err(e) = std::io::copy(&mut input, &mut output) {
-            remove_staged(&staged);
-            return Err(io_error("staging", source, e));
+        match file.copy_to(&mut output) {
+            Ok(sha256) => Ok((staged, sha256)),
+            Err(error) => {
+                remove_staged(&staged);
+                Err(error)
+            }
         }
-        Ok(staged)
     }
 }
 
-fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
-    check_elf(staged, source)?;
+type Opened = (PluginInfo, Vec<Dependency>, EntryPoints, Library);
+
+fn open_staged(source: &Path, staged: &Path, size: u64) -> Result<Opened, Error> {
+    check_staged(staged, source, size)?;
     crate::budget::check_load(source)?;
     // Loading runs the library's initialisers, which can do anything: loading a file is trusting
     // it (the contract documented on `Runtime::load`).
@@ -177,9 +222,7 @@ fn open_staged(source: &Path, staged: &Path) -> Result<Plugin, Error> {
     let library = unsafe { Library::open(Some(staged), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| Error::Open { path: source.to_path_buf(), source: e })?;
     match read_library(&library, source, staged) {
-        Ok((info, dependencies, entry)) => {
-            Ok(Plugin { info, dependencies, entry, library: Some(library) })
-        }
+        Ok((info, dependencies, entry)) => Ok((info, dependencies, entry, library)),
         Err(error) => {
             // Its initialisers ran, and may have left thread-exit work pointing into it: a
             // refused library is kept mapped like a retired one, never closed.
@@ -198,9 +241,12 @@ fn read_library(
 ) -> Result<(PluginInfo, Vec<Dependency>, EntryPoints), Error> {
     // SAFETY: `EntryFn` is the type the ABI gives the entry symbol; a library that exports the
     // name with another type breaks the ABI, which loading it trusts it not to.
-    let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| {
-        Error::MissingSymbol { path: source.to_path_buf(), symbol: "graft_plugin_entry", source: e }
-    })?;
+    let entry =
+        unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }.map_err(|e| Error::MissingSymbol {
+            path: source.to_path_buf(),
+            symbol: "graft_plugin_entry",
+            source: Some(e),
+        })?;
     // SAFETY: `entry` is the plugin's entry point, which takes nothing and returns a pointer; it
     // is called while `library` is open.
     let descriptor = unsafe { entry() };
@@ -209,30 +255,11 @@ fn read_library(
     unsafe { descriptor::read(descriptor, source, staged) }
 }
 
-/// Checks the staged copy's ELF headers; errors name the source file the operator gave.
-fn check_elf(staged: &Path, source: &Path) -> Result<(), Error> {
-    let mut file = File::open(staged).map_err(|e| io_error("opening", staged, e))?;
-    let size = file.metadata().map_err(|e| io_error("reading the metadata of", staged, e))?.len();
-    let mut prefix = Vec::with_capacity(elf::HEADER_LEN);
-    file.by_ref()
-        .take(elf::HEADER_LEN as u64)
-        .read_to_end(&mut prefix)
-        .map_err(|e| io_error("reading", staged, e))?;
-    let to_error = |problem: ElfProblem| match problem {
-        ElfProblem::NotElf => Error::NotElf { path: source.to_path_buf() },
-        ElfProblem::Wrong(reason) => Error::WrongElf { path: source.to_path_buf(), reason },
-        ElfProblem::Truncated { needed } => {
-            Error::Truncated { path: source.to_path_buf(), needed, size }
-        }
-    };
-    let headers = elf::check_header(&prefix, size).map_err(to_error)?;
-    let mut table = vec![0u8; headers.len() as usize];
-    file.read_exact_at(&mut table, headers.offset).map_err(|e| io_error("reading", staged, e))?;
-    elf::check_segments(&table, size).map_err(to_error)
-}
-
-fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io { action, path: path.to_path_buf(), source }
+/// Checks the staged copy's dynamic linking structures; errors name the source file.
+fn check_staged(staged: &Path, source: &Path, size: u64) -> Result<(), Error> {
+    let file = File::open(staged).map_err(|e| file::io_error("opening", source, e))?;
+    let cache = object::ReadCache::new(file);
+    elf::check_dynamic(&cache).map_err(|problem| elf_error(source, size, problem))
 }
 
 pub(crate) fn remove_staged(staged: &Path) {
