@@ -67,10 +67,14 @@ pub enum EventKind {
         generation: GenerationId,
     },
     /// A generation out of the history, drained, had its instance destroyed (on the runtime's
-    /// retire thread). Its library stays mapped: graft never unmaps plugin code.
+    /// retire thread) and released its library.
     Retired {
         /// The generation.
         generation: GenerationId,
+        /// Whether its library is unloaded now, as the dynamic loader's own list shows: it is
+        /// unmapped only when that is provably safe, and not while another generation of it
+        /// lives.
+        unmapped: bool,
     },
     /// An earlier generation was published again; `version` is the one serving now.
     RolledBack {

@@ -280,13 +280,21 @@ impl Doomed {
                 "destroying the instance failed"
             );
         }
-        // The library is never closed: with its last generation it is kept mapped, and its
-        // staged file is removed (`loader::retained`).
+        // With its last generation the library is released: unmapped if that is provably safe,
+        // kept mapped otherwise, its staged file removed (`loader::retained`). Whether it is
+        // still loaded is read from the dynamic loader, not assumed.
         drop(self.plugin);
-        tracing::info!(service = %self.service, version = %version, generation = %self.id,
-            "generation retired; its library stays mapped");
+        let unmapped = !crate::loader::retained::is_loaded(&self.life.staged);
+        if unmapped {
+            tracing::info!(service = %self.service, version = %version, generation = %self.id,
+                "generation retired; its library is unmapped");
+        } else {
+            tracing::info!(service = %self.service, version = %version, generation = %self.id,
+                "generation retired; its library stays mapped");
+        }
         // Reported before the waiters wake, so that a waiter finds the event already sent.
-        self.events.emit(&self.service, &version, EventKind::Retired { generation: self.id });
+        let retired = EventKind::Retired { generation: self.id, unmapped };
+        self.events.emit(&self.service, &version, retired);
         let mut state = self.life.state.lock();
         state.destroyed = true;
         self.life.changed.notify_all();
@@ -360,15 +368,16 @@ impl GenerationWatch {
     }
 
     /// True once the generation is retired: its instance destroyed (on the runtime's retire
-    /// thread) and its reference to the library released. The library itself is never unmapped
-    /// (see [`GenerationWatch::is_mapped`]).
+    /// thread) and its reference to the library released. The library is unmapped only when
+    /// that is provably safe (see [`GenerationWatch::is_mapped`]).
     pub fn is_retired(&self) -> bool {
         self.life.state.lock().destroyed
     }
 
     /// Whether the generation's library is mapped into the process, as `/proc/self/maps` shows
-    /// it now. graft never unmaps a plugin library (a Rust cdylib leaves thread-exit work
-    /// pointing into its code), so this stays true after retirement; it is read, not assumed.
+    /// it now: read, not assumed. A retired library is unmapped only when no thread-exit work
+    /// of its `std` points into it (see [`Runtime::retired_libraries`](crate::Runtime::retired_libraries)),
+    /// so this can stay true after retirement.
     pub fn is_mapped(&self) -> bool {
         crate::loader::retained::is_mapped(&self.life.staged)
     }

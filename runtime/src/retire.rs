@@ -1,5 +1,5 @@
-//! Retirement: the one thread on which plugin instances are destroyed, and why no plugin library
-//! is ever unmapped.
+//! Retirement: the one thread on which plugin instances are destroyed, and when a plugin library
+//! may be unmapped.
 //!
 //! Two rules, each from a hazard that took hosts down:
 //! - **An instance is destroyed on `graft-retire`, a thread the runtime owns**, never on the
@@ -9,13 +9,13 @@
 //!   process-wide rather than per runtime because a generation can outlive its runtime (a plugin
 //!   thread may hold the last reference while the runtime is dropped), and it must still be
 //!   destroyed on a thread of ours then.
-//! - **A library is never unmapped** (see [`crate::loader`]'s `retained` module): a Rust cdylib
-//!   carries its own `std`, which registers thread-exit work (pthread-key destructors) on every
-//!   host thread its code ran on. glibc runs those at thread exit even after `dlclose` unmapped
-//!   the code, a jump into unmapped memory, and never frees the keys. No moment is provably safe
-//!   to unmap, so a retired library stays mapped, its staged file is removed, what it costs is
-//!   reported ([`crate::Runtime::retired_libraries`]), and the load budget ([`crate::LoadBudget`])
-//!   refuses a load before a per-process limit is reached.
+//! - **A library is unmapped only when that is proven safe** (see [`crate::loader`]'s `retained`
+//!   module): a Rust cdylib carries its own `std`, which registers thread-exit work
+//!   (pthread-key destructors) on every host thread its code ran on. glibc runs those at thread
+//!   exit even after `dlclose` unmapped the code, a jump into unmapped memory, and never frees
+//!   the keys. A retired library with such work pointing into it stays mapped for good, its
+//!   staged file removed, what it costs reported ([`crate::Runtime::retired_libraries`]), and the
+//!   load budget ([`crate::LoadBudget`]) refuses a load before a per-process limit is reached.
 //!
 //! The thread is started on first use and lives as long as the process: it is the one thread of
 //! the runtime that is never joined, since a generation can be dropped by any thread at any time

@@ -737,10 +737,16 @@ impl Runtime {
     }
 
     /// Every plugin library that left service in this process (from any runtime) and stays
-    /// mapped, with the memory it takes now. graft never unmaps plugin code: see
-    /// [`GenerationWatch::is_mapped`].
+    /// mapped, with why and the memory it takes now. A retired library is unmapped only when
+    /// no thread-exit work of its `std` points into it; see [`GenerationWatch::is_mapped`].
     pub fn retired_libraries(&self) -> Vec<crate::RetiredLibrary> {
         crate::loader::retained::retired()
+    }
+
+    /// How many retired plugin libraries this process unmapped, each after proving that no
+    /// thread-exit work of its `std` pointed into it.
+    pub fn unmapped_libraries(&self) -> u64 {
+        crate::loader::retained::unmapped_count()
     }
 
     /// The status of `service`.
@@ -805,7 +811,8 @@ impl Shared {
         started: Instant,
     ) -> Result<LoadReport, Error> {
         let info = plugin.info().clone();
-        let sha256 = plugin.sha256().to_owned();
+        // Hashed only for the state directory (before the plugin moves into the slot).
+        let sha256 = self.store.as_ref().map(|_| plugin.sha256().to_owned()).unwrap_or_default();
         let name = options.name.clone().unwrap_or_else(|| info.service.clone());
         // Names become file names in the state directory: check every one that enters here.
         crate::validate_name(&name).inspect_err(refused(None))?;
@@ -1703,15 +1710,15 @@ impl Shared {
                 return self.start_installed(&slot, service, version);
             }
         };
-        let serving = slot
-            .current
-            .load()
-            .generation()
-            .map(|g| (g.version().clone(), g.plugin().sha256().to_owned()));
+        let serving =
+            slot.current.load().generation().map(|g| (g.version().clone(), Arc::clone(g.plugin())));
         let known = slot.info.read().plugin.info().plugin_version.clone();
         let state = slot.current.load().state();
         match (serving, state) {
-            (Some((current, sha256)), _) if current == version && sha256 == plugin.sha256() => {
+            // The hashes are computed here, and only when the versions match.
+            (Some((current, serving)), _)
+                if current == version && serving.sha256() == plugin.sha256() =>
+            {
                 Ok(Installed::Unchanged { service, version })
             }
             (Some((current, _)), ServiceState::Running)
@@ -1942,9 +1949,12 @@ pub struct GenerationStatus {
     pub source: PathBuf,
     /// The staged copy that is mapped.
     pub staged: PathBuf,
-    /// The SHA-256 of the library (hex), computed while it was staged: tells apart two builds
-    /// of the same version (see [`WatchOptions::development`](crate::WatchOptions::development)).
-    pub sha256: String,
+    /// The SHA-256 of the library (hex), where the runtime computed it: when the build was
+    /// archived in the state directory, or when the watcher compared it with another build of
+    /// the same version (see [`WatchOptions::development`](crate::WatchOptions::development)).
+    /// Hashing every build would cost as much as the rest of a swap, so it is not done
+    /// otherwise.
+    pub sha256: Option<String>,
 }
 
 impl GenerationStatus {
@@ -1958,7 +1968,7 @@ impl GenerationStatus {
             build_profile: info.build_profile,
             source: info.source.clone(),
             staged: info.staged.clone(),
-            sha256: generation.plugin().sha256().to_owned(),
+            sha256: generation.plugin().known_sha256().map(str::to_owned),
         }
     }
 }

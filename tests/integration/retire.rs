@@ -79,31 +79,61 @@ fn an_instance_is_destroyed_on_the_retire_thread_when_its_own_worker_lets_go_las
     assert!(!stderr.contains("destroying the instance failed"), "{stderr}");
 }
 
+/// A build whose code left no thread-exit work behind (the greeter's `std` never ran
+/// `thread::current()` or spawned a thread) is unmapped once retired, and says so.
 #[test]
-fn a_retired_generation_is_reported_retired_and_still_mapped_with_what_it_costs() {
+fn a_retired_build_with_nothing_pointing_into_it_is_unmapped() {
     let setup = Setup::with(graft_runtime::Runtime::builder().history_depth(0));
     let events = setup.runtime.subscribe();
     setup.runtime.load_and_start(setup.copy(Fixture::Greeter1_0)).unwrap();
     let staged = setup.runtime.service_status("greeter").unwrap().current.unwrap().staged;
+    let unmapped_before = setup.runtime.unmapped_libraries();
     let swap = setup.runtime.swap("greeter", setup.copy(Fixture::Greeter1_1)).unwrap();
     swap.previous.wait_retired(PATIENCE).unwrap();
 
-    assert!(swap.previous.is_retired());
-    assert!(swap.previous.is_mapped(), "graft never unmaps plugin code, and says so");
-    assert!(mapped(&staged));
+    assert!(!swap.previous.is_mapped() && !mapped(&staged), "unmapped, and says so");
     assert!(!staged.exists(), "the staged file is removed");
+    assert!(setup.runtime.unmapped_libraries() > unmapped_before);
+    assert!(setup.runtime.retired_libraries().iter().all(|l| l.staged != staged));
+    let generation = swap.previous.generation();
+    let retired = events.try_iter().find_map(|e| match e.kind {
+        EventKind::Retired { generation: g, unmapped } if g == generation => Some(unmapped),
+        _ => None,
+    });
+    assert_eq!(retired, Some(true), "a Retired event says the library is unmapped");
+}
+
+/// A build whose `std` ran `thread::current()` on a host thread left a pthread-key destructor
+/// pointing into its code: it stays mapped, is listed with the reason and what it costs, and
+/// the event and the watch say it is mapped.
+#[test]
+fn a_retired_build_with_a_key_destructor_into_it_stays_mapped_and_is_accounted() {
+    let setup = Setup::with(graft_runtime::Runtime::builder().history_depth(0));
+    let events = setup.runtime.subscribe();
+    setup.runtime.load_and_start(setup.copy(Fixture::Threads1_0)).unwrap();
+    let staged = setup.runtime.service_status("threads").unwrap().current.unwrap().staged;
+    setup.runtime.call("threads", "current", b"").unwrap();
+    let swap = setup.runtime.swap("threads", setup.copy(Fixture::Threads1_1)).unwrap();
+    swap.previous.wait_retired(PATIENCE).unwrap();
+
+    assert!(swap.previous.is_retired());
+    assert!(swap.previous.is_mapped() && mapped(&staged), "kept mapped, and says so");
+    assert!(!staged.exists(), "the staged file is removed all the same");
     let retired = setup.runtime.retired_libraries();
     let library = retired.iter().find(|l| l.staged == staged).expect("listed as retired");
     assert_eq!(
         (library.service.as_str(), library.version.to_string()),
-        ("greeter", "1.0.0".into())
+        ("threads", "1.0.0".into())
     );
+    assert!(library.reason.contains("pthread key"), "{library:?}");
     assert!(library.mapped && library.mapped_bytes > 0, "{library:?}");
     assert!(library.resident_bytes <= library.mapped_bytes, "{library:?}");
-    let retired_event = events
-        .try_iter()
-        .any(|e| e.kind == (EventKind::Retired { generation: swap.previous.generation() }));
-    assert!(retired_event, "a Retired event names the generation");
+    let generation = swap.previous.generation();
+    let retired = events.try_iter().find_map(|e| match e.kind {
+        EventKind::Retired { generation: g, unmapped } if g == generation => Some(unmapped),
+        _ => None,
+    });
+    assert_eq!(retired, Some(false), "a Retired event says the library stays mapped");
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //! the copy, the bounded copy, and the deep ELF check of the staged copy.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -120,28 +120,16 @@ impl Source {
         Lease::take(self)
     }
 
-    /// Copies the file into `output`, never more than the size it had when opened, and returns
-    /// the SHA-256 of what was copied, in hex. A file that grew, shrank or changed during the
-    /// copy is [`Error::Incomplete`].
-    pub fn copy_to(&self, output: &mut File) -> Result<String, Error> {
+    /// Copies the file into `output`, never more than the size it had when opened. A file that
+    /// grew, shrank or changed during the copy is [`Error::Incomplete`].
+    pub fn copy_to(&self, output: &mut File) -> Result<(), Error> {
         let size = self.identity.size;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 256 * 1024];
+        // One byte past the size tells a file that grew. `io::copy` from a `Take<&File>` to a
+        // `File` copies in the kernel (`copy_file_range`), without a trip through a buffer.
         let mut input = (&self.file).take(size.saturating_add(1));
-        let mut copied = 0u64;
-        loop {
-            let n = match input.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io("staging", e)),
-            };
-            copied += n as u64;
-            if copied > size {
-                return Err(self.incomplete("it grew while it was copied"));
-            }
-            hasher.update(&buffer[..n]);
-            output.write_all(&buffer[..n]).map_err(|e| self.io("staging", e))?;
+        let copied = std::io::copy(&mut input, output).map_err(|e| self.io("staging", e))?;
+        if copied > size {
+            return Err(self.incomplete("it grew while it was copied"));
         }
         if copied < size {
             return Err(self.incomplete("it shrank while it was copied"));
@@ -153,7 +141,7 @@ impl Source {
         if (after.size, after.modified) != (self.identity.size, self.identity.modified) {
             return Err(self.incomplete("it changed while it was copied"));
         }
-        Ok(hex(&hasher.finalize()))
+        Ok(())
     }
 
     /// The SHA-256 of the file's content, reading at most `limit` bytes: `None` for a larger
@@ -281,6 +269,23 @@ pub(crate) fn elf_error(path: &Path, size: u64, problem: ElfProblem) -> Error {
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::Io { action, path: path.to_path_buf(), source }
+}
+
+/// The SHA-256 of the file at `path` (a private staged copy), in hex.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -92,15 +92,17 @@ pub(crate) struct EntryPoints {
 /// A loaded, checked plugin library.
 ///
 /// Invariant: `entry` points into `library`; both live and die together here, and the library
-/// is never closed: dropping this value hands it to `retained`. Whoever copies a function
-/// pointer out of `entry`
+/// is released only when this value is dropped, through `retained` (which unmaps it only when
+/// that is provably safe). Whoever copies a function pointer out of `entry`
 /// must keep this `Plugin` (through the `Generation` that owns it) alive for as long as it may
 /// call it.
 #[derive(Debug)]
 pub(crate) struct Plugin {
     info: PluginInfo,
-    /// The SHA-256 of the staged copy (hex), computed while copying it.
-    sha256: String,
+    /// The SHA-256 of the staged copy (hex), computed the first time it is asked for: hashing
+    /// costs about as much as the rest of a swap, and only the state directory and the watcher's
+    /// comparison of two builds of one version need it.
+    sha256: std::sync::OnceLock<String>,
 
     dependencies: Vec<Dependency>,
     entry: EntryPoints,
@@ -121,19 +123,32 @@ impl Plugin {
         self.entry
     }
 
-    /// The SHA-256 of the library, in hex.
+    /// The SHA-256 of the library, in hex, hashed from the staged copy (private, never written
+    /// to) on the first call. Empty if the staged copy cannot be read (it is removed only when
+    /// the library leaves service).
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        self.sha256.get_or_init(|| match file::hash_file(&self.info.staged) {
+            Ok(hash) => hash,
+            Err(error) => {
+                tracing::warn!(path = %self.info.staged.display(), %error, "hashing a staged plugin failed");
+                String::new()
+            }
+        })
+    }
+
+    /// The SHA-256 of the library, if it was computed already.
+    pub fn known_sha256(&self) -> Option<&str> {
+        self.sha256.get().map(String::as_str).filter(|hash| !hash.is_empty())
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        // Never closed: a retired library stays mapped (see `crate::retire`), and its staged
-        // file is removed.
+        // Unmapped only if provably safe, otherwise kept mapped for good (see `retained`); its
+        // staged file is removed either way.
         if let Some(library) = self.library.take() {
             let info = &self.info;
-            retained::keep(
+            retained::release(
                 library,
                 &info.service,
                 &info.plugin_version,
@@ -167,13 +182,14 @@ impl Loader {
         let file = Source::open(source)?;
         file.check_size(self.max_size)?;
         // The lease before the header check: a file being written is incomplete, not "not ELF".
-        let (staged, sha256) = {
+        let staged = {
             let _lease = file.lease()?;
             file.check(self.max_size)?;
             self.stage(&file, source)?
         };
         match open_staged(source, &staged, file.identity().size) {
             Ok((info, dependencies, entry, library)) => {
+                let sha256 = std::sync::OnceLock::new();
                 Ok(Plugin { info, sha256, dependencies, entry, library: Some(library) })
             }
             Err(error) => {
@@ -183,13 +199,13 @@ impl Loader {
         }
     }
 
-    /// Copies `file` to a new file in the staging directory; returns its path and hash.
+    /// Copies `file` to a new file in the staging directory; returns its path.
     ///
     /// The name is unique within the process (a process-wide counter), and the file is created
     /// with `O_EXCL`, so a name taken by another runtime or process sharing the directory (or
     /// left over from an earlier process with the same pid) is skipped, never overwritten: an
     /// overwrite would rewrite a library that may be mapped.
-    fn stage(&self, file: &Source, source: &Path) -> Result<(PathBuf, String), Error> {
+    fn stage(&self, file: &Source, source: &Path) -> Result<PathBuf, Error> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let (staged, mut output) = loop {
@@ -202,7 +218,7 @@ impl Loader {
             }
         };
         match file.copy_to(&mut output) {
-            Ok(sha256) => Ok((staged, sha256)),
+            Ok(()) => Ok(staged),
             Err(error) => {
                 remove_staged(&staged);
                 Err(error)
@@ -225,9 +241,9 @@ fn open_staged(source: &Path, staged: &Path, size: u64) -> Result<Opened, Error>
         Ok((info, dependencies, entry)) => Ok((info, dependencies, entry, library)),
         Err(error) => {
             // Its initialisers ran, and may have left thread-exit work pointing into it: a
-            // refused library is kept mapped like a retired one, never closed.
+            // refused library goes through the same proof as a retired one.
             let unknown = semver::Version::new(0, 0, 0);
-            retained::keep(library, "(refused)", &unknown, source, staged);
+            retained::release(library, "(refused)", &unknown, source, staged);
             Err(error)
         }
     }
