@@ -1687,16 +1687,16 @@ pub(crate) struct InstallOptions<'a> {
 }
 
 impl Shared {
-    /// Brings the build in `path` into service, whatever the service's situation: a new service
+    /// Brings the build `file` was opened on into service, whatever the service's situation: a new service
     /// is loaded and started, a running one swapped (through the same gate as a manual swap),
     /// one that is loaded but waits for a dependency is started. Used by the watcher.
     pub(crate) fn install(
         &self,
-        path: &Path,
+        file: &crate::loader::file::Source,
         options: &InstallOptions<'_>,
     ) -> Result<Installed, Error> {
         let started = Instant::now();
-        let plugin = self.loader.load(path).inspect_err(refused(None))?;
+        let plugin = self.loader.load_opened(file).inspect_err(refused(None))?;
         let service = plugin.info().service.clone();
         let version = plugin.info().plugin_version.clone();
         if (options.superseded)(&service, &version) {

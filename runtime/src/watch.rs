@@ -350,11 +350,9 @@ impl State {
         retries: Vec<PathBuf>,
     ) -> bool {
         let mut incomplete = false;
+        // What the scan saw of each candidate: the file installed must be that one.
+        let scanned: BTreeMap<PathBuf, Identity> = candidates.iter().cloned().collect();
         let mut identities = BTreeMap::new();
-        for (path, identity) in &candidates {
-            self.files.entry(path.clone()).or_default().done = Some(*identity);
-            identities.insert(path.clone(), *identity);
-        }
         let mut pending: Vec<PathBuf> =
             candidates.into_iter().map(|(p, _)| p).chain(retries).collect();
         let mut reported_waiting: BTreeSet<PathBuf> = BTreeSet::new();
@@ -362,6 +360,27 @@ impl State {
             let mut progress = false;
             let mut still: Vec<PathBuf> = Vec::new();
             for path in pending {
+                // Opened once here, and installed, hashed and remembered from that descriptor:
+                // what is marked done is exactly what was loaded or refused.
+                let source = match Source::open(&path) {
+                    Ok(source) => source,
+                    Err(error) => {
+                        self.waiting.remove(&path);
+                        if let Some(state) = path_state(&path, &error) {
+                            self.reject(&path, Seen::Other(state), error);
+                        }
+                        continue;
+                    }
+                };
+                let identity = source.identity();
+                if scanned.get(&path).is_some_and(|seen| *seen != identity) {
+                    // Replaced since the scan: looked at again from the start.
+                    incomplete = true;
+                    self.files.entry(path.clone()).or_default().done = None;
+                    continue;
+                }
+                self.files.entry(path.clone()).or_default().done = Some(identity);
+                identities.insert(path.clone(), identity);
                 let superseded = |service: &str, version: &Version| {
                     self.files.iter().any(|(other, tracked)| {
                         *other != path
@@ -375,7 +394,7 @@ impl State {
                     development: self.options.development,
                     superseded: &superseded,
                 };
-                match shared.install(&path, &options) {
+                match shared.install(&source, &options) {
                     Ok(Installed::Waiting { service, version, dependency }) => {
                         self.note_service(&path, &service, &version);
                         if self.waiting.insert(path.clone())
@@ -436,13 +455,10 @@ impl State {
                     Err(error) => {
                         self.waiting.remove(&path);
                         let limit = shared.config.max_plugin_size;
-                        let seen = match Source::open(&path) {
-                            Ok(source) => source
-                                .hash(limit)
-                                .map(Seen::Content)
-                                .unwrap_or_else(|| Seen::Other(format!("{:?}", source.identity()))),
-                            Err(other) => Seen::Other(other.to_string()),
-                        };
+                        let seen = source
+                            .hash(limit)
+                            .map(Seen::Content)
+                            .unwrap_or_else(|| Seen::Other(format!("{identity:?}")));
                         self.reject(&path, seen, error);
                     }
                 }

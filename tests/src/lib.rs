@@ -202,6 +202,12 @@ pub fn retire_host() -> Result<PathBuf, BuildError> {
     Ok(examples()?.join("retire_host"))
 }
 
+/// The `files_host` example of graft-runtime (the file scenarios that crashed or hung hosts),
+/// built once per process with the other examples.
+pub fn files_host() -> Result<PathBuf, BuildError> {
+    Ok(examples()?.join("files_host"))
+}
+
 /// Builds the runtime's example hosts once per process (one cargo command, the kill points
 /// enabled) and returns their directory.
 fn examples() -> Result<PathBuf, BuildError> {
@@ -215,6 +221,7 @@ fn examples() -> Result<PathBuf, BuildError> {
                 .current_dir(&root)
                 .args(["build", "--quiet", "--profile", "plugin", "-p", "graft-runtime"])
                 .args(["--example", "crash_host", "--example", "retire_host"])
+                .args(["--example", "files_host"])
                 .args(["--features", "fault-injection", "--target-dir"])
                 .arg(&target)
                 .env_remove("RUSTFLAGS")

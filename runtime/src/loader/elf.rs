@@ -234,7 +234,11 @@ pub(crate) fn check_dynamic<'data, R: ReadRef<'data>>(data: R) -> Result<(), Elf
     let symbols: &[e::Sym64<object::Endianness>] = data
         .read_slice_at(symtab_at, count as usize)
         .map_err(|()| malformed("the dynamic symbol table lies outside the file"))?;
-    let strings = object::StringTable::new(data, strtab_at, strtab_at + strsz);
+    // Read once: through a `ReadCache`, looking each name up in the file costs a read apiece.
+    let strings = data
+        .read_bytes_at(strtab_at, strsz)
+        .map_err(|()| malformed("the dynamic string table lies outside the file"))?;
+    let strings = object::StringTable::new(strings, 0, strsz);
     let entry = symbols
         .iter()
         .find(|symbol| symbol.name(endian, strings).is_ok_and(|name| name == ENTRY_NAME))

@@ -8,7 +8,9 @@
 //! hash. Nothing is copied before the size and the header have been checked.
 //!
 //! On Linux, a read lease ([`Source::lease`]) tells whether any process has the file open for
-//! writing: the kernel refuses the lease with `EAGAIN` exactly then. While the lease is held, a
+//! writing: the kernel refuses the lease with `EAGAIN` exactly then (the loader asks again
+//! for about 60 ms first, since a process that forks holds its open descriptors until its
+//! child's `exec`, without writing through them). While the lease is held, a
 //! writer's `open` waits (for at most the copy) instead of changing the file under the copy.
 //! A lease needs the caller to own the file or to hold `CAP_LEASE`; where the kernel refuses it
 //! for that reason (`EACCES`, `EPERM`) or does not offer leases (`EINVAL`, `ENOLCK`), the
@@ -82,6 +84,11 @@ impl Source {
             return Err(io_error("opening", path, std::io::Error::last_os_error()));
         }
         Ok(Source { file, path: path.to_path_buf(), identity: Identity::of(&metadata) })
+    }
+
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The file's state when it was opened.
@@ -197,10 +204,20 @@ impl<'a> Lease<'a> {
         // the lease is released after the copy.
         // SAFETY: `fd` is an open descriptor owned by `source.file`; F_SETSIG takes an int.
         unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGURG) };
+        // A writable descriptor can be open for an instant without anyone writing: a process
+        // that forks while it has the file open (to write it, a moment earlier) holds a copy
+        // until its child's `exec` closes it. So a refusal is retried a few times, over about
+        // 60 ms in all, before the file is called incomplete.
+        let mut pause = LEASE_RETRY_FIRST;
         // SAFETY: as above; F_SETLEASE takes an int lease type, and `fd` was opened read-only.
-        if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } < 0 {
+        while unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } < 0 {
             let error = std::io::Error::last_os_error();
             return match error.raw_os_error() {
+                Some(libc::EAGAIN) if pause <= LEASE_RETRY_LAST => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    continue;
+                }
                 Some(libc::EAGAIN) => {
                     Err(source.incomplete("another process has it open for writing"))
                 }
@@ -230,6 +247,12 @@ impl Drop for Lease<'_> {
         unsafe { libc::fcntl(self.source.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
     }
 }
+
+/// The first and the last pause before a refused read lease is asked for again.
+#[cfg(target_os = "linux")]
+const LEASE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+#[cfg(target_os = "linux")]
+const LEASE_RETRY_LAST: std::time::Duration = std::time::Duration::from_millis(32);
 
 /// `F_SETSIG` from `<fcntl.h>` (10 on every Linux architecture), which the libc crate does
 /// not export.

@@ -179,13 +179,19 @@ impl Loader {
 
     /// Opens, checks, stages and loads the plugin at `source` (see the module docs).
     pub fn load(&self, source: &Path) -> Result<Plugin, Error> {
-        let file = Source::open(source)?;
+        self.load_opened(&Source::open(source)?)
+    }
+
+    /// Loads the file `file` was opened on (by [`Source::open`]), so that a caller that looked
+    /// at the file first loads exactly what it looked at.
+    pub(crate) fn load_opened(&self, file: &Source) -> Result<Plugin, Error> {
+        let source = file.path();
         file.check_size(self.max_size)?;
         // The lease before the header check: a file being written is incomplete, not "not ELF".
         let staged = {
             let _lease = file.lease()?;
             file.check(self.max_size)?;
-            self.stage(&file, source)?
+            self.stage(file, source)?
         };
         match open_staged(source, &staged, file.identity().size) {
             Ok((info, dependencies, entry, library)) => {

@@ -9,8 +9,8 @@
 //!   whose layout it verifies first with a key of its own, see [`KeyTable`]) and keeps the
 //!   library mapped if any live key's destructor lies inside the library's mappings.
 //! - **thread-local destructors** registered through `__cxa_thread_atexit_impl`: glibc itself
-//!   refuses to unmap a library that has any pending; the runtime then reads `/proc/self/maps`
-//!   after `dlclose` and reports it still mapped.
+//!   refuses to unmap a library that has any pending; the runtime then asks the dynamic
+//!   loader's list (`dl_iterate_phdr`) after `dlclose` and reports it still mapped.
 //!
 //! Where the key table cannot be read or verified (another C library, a changed layout), no
 //! library is ever closed. What cannot be proven by either check is a plugin breaking its
