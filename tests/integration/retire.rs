@@ -128,6 +128,11 @@ fn a_retired_build_with_a_key_destructor_into_it_stays_mapped_and_is_accounted()
     assert!(library.reason.contains("pthread key"), "{library:?}");
     assert!(library.mapped && library.mapped_bytes > 0, "{library:?}");
     assert!(library.resident_bytes <= library.mapped_bytes, "{library:?}");
+    // What a kept build costs, for the record (`--nocapture` shows it).
+    println!(
+        "kept {} {}: {} bytes mapped, {} resident",
+        library.service, library.version, library.mapped_bytes, library.resident_bytes
+    );
     let generation = swap.previous.generation();
     let retired = events.try_iter().find_map(|e| match e.kind {
         EventKind::Retired { generation: g, unmapped } if g == generation => Some(unmapped),
