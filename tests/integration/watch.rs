@@ -25,6 +25,23 @@ fn publish(target: &Path, bytes: &[u8]) {
     std::fs::rename(&temporary, target).unwrap();
 }
 
+/// A watched directory serving greeter 1.0 from `greeter.so` in it: the path, the watcher and
+/// its events (the `Started` already taken).
+fn serving_greeter_1_0(
+    setup: &Setup,
+    options: graft_runtime::WatchOptions,
+) -> (PathBuf, graft_runtime::Watcher, Receiver<WatchEvent>) {
+    let target = watched(setup).join("greeter.so");
+    publish(&target, &library(Fixture::Greeter1_0));
+    let (watcher, events) = setup.runtime.watch_with(target.parent().unwrap(), options).unwrap();
+    let event = next(&events);
+    assert!(
+        matches!(&event, WatchEvent::Started { service, .. } if service == "greeter"),
+        "{event:?}"
+    );
+    (target, watcher, events)
+}
+
 fn library(fixture: Fixture) -> Vec<u8> {
     std::fs::read(graft_tests::path(fixture).unwrap()).unwrap()
 }
@@ -42,13 +59,7 @@ fn next(events: &Receiver<WatchEvent>) -> WatchEvent {
 #[test]
 fn a_renamed_build_is_served_while_callers_run_and_no_call_fails() {
     let setup = Setup::new();
-    let dir = watched(&setup);
-    let target = dir.join("greeter.so");
-    publish(&target, &library(Fixture::Greeter1_0));
-    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
-    assert!(
-        matches!(next(&events), WatchEvent::Started { ref service, .. } if service == "greeter")
-    );
+    let (target, _watcher, events) = serving_greeter_1_0(&setup, Default::default());
     let greeter = setup.runtime.handle("greeter").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -89,11 +100,7 @@ fn a_renamed_build_is_served_while_callers_run_and_no_call_fails() {
 #[test]
 fn a_file_written_in_chunks_is_loaded_only_once_whole() {
     let setup = Setup::new();
-    let dir = watched(&setup);
-    let target = dir.join("greeter.so");
-    publish(&target, &library(Fixture::Greeter1_0));
-    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
-    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let (target, _watcher, events) = serving_greeter_1_0(&setup, Default::default());
 
     // Written in place, in eight chunks, with a pause after each (shorter than the settle time)
     // during which no swap may happen: until the last chunk the file is not a whole library.
@@ -131,11 +138,7 @@ fn a_file_written_in_chunks_is_loaded_only_once_whole() {
 #[test]
 fn broken_files_are_refused_once_each_and_a_good_build_after_them_is_swapped_in() {
     let setup = Setup::new();
-    let dir = watched(&setup);
-    let target = dir.join("greeter.so");
-    publish(&target, &library(Fixture::Greeter1_0));
-    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
-    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let (target, _watcher, events) = serving_greeter_1_0(&setup, Default::default());
 
     publish(&target, b"garbage, not a library\n");
     let event = next(&events);
@@ -328,11 +331,7 @@ fn what_is_not_a_file_is_rejected_once_each_and_the_watcher_keeps_working() {
 #[test]
 fn a_changed_build_of_the_same_version_is_reported_not_swapped() {
     let setup = Setup::new();
-    let dir = watched(&setup);
-    let target = dir.join("greeter.so");
-    publish(&target, &library(Fixture::Greeter1_0));
-    let (_watcher, events) = setup.runtime.watch(&dir).unwrap();
-    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let (target, _watcher, events) = serving_greeter_1_0(&setup, Default::default());
     let before = setup.runtime.service_status("greeter").unwrap().current.unwrap();
 
     let len = library(Fixture::Greeter1_0).len() + 64;
@@ -358,12 +357,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[test]
 fn in_development_mode_a_changed_build_of_the_same_version_is_swapped_in() {
     let setup = Setup::new();
-    let dir = watched(&setup);
-    let target = dir.join("greeter.so");
-    publish(&target, &library(Fixture::Greeter1_0));
     let options = graft_runtime::WatchOptions::default().development(true);
-    let (_watcher, events) = setup.runtime.watch_with(&dir, options).unwrap();
-    assert!(matches!(next(&events), WatchEvent::Started { .. }));
+    let (target, _watcher, events) = serving_greeter_1_0(&setup, options);
     let before = setup.runtime.service_status("greeter").unwrap().current.unwrap();
 
     let len = library(Fixture::Greeter1_0).len() + 64;
