@@ -280,10 +280,9 @@ impl Host {
         }
         let field = project(self.api);
         debug_assert_eq!(field as usize - self.api as usize, offset);
-        // SAFETY: the field lies within the table's first `size` bytes (checked above), which
-        // stay valid and unchanged while `self` is used (`from_raw`'s contract); `project`
-        // returns a pointer to the field at `offset` of type `T`, so it is aligned and `T` is
-        // the type the host wrote there.
+        // `project` gives the field at `offset`, of type `T`: aligned, and what the host wrote.
+        // SAFETY: the field lies within the table's first `size` bytes (checked above), valid
+        // and unchanged while `self` is used (`from_raw`'s contract).
         Some(unsafe { field.read() })
     }
 

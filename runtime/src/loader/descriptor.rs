@@ -185,11 +185,11 @@ unsafe fn copy_prefix(raw: *const PluginDescriptor, size: usize) -> PluginDescri
     unsafe {
         std::ptr::copy_nonoverlapping(raw.cast::<u8>(), descriptor.as_mut_ptr().cast::<u8>(), len)
     };
-    // SAFETY: every field is initialised and valid: a field within the first `len` bytes holds
-    // the plugin's value, of the type this layout gives it (the caller's contract), and any
-    // initialised bit pattern is valid for those types (integers, raw pointers, `RawStr`s,
-    // `Option`s of function pointers); a field past them is zero, a valid value of every field
-    // (the invariant on `PluginDescriptor`). Padding bytes need not be initialised.
+    // Any initialised bit pattern is valid for the fields' types (integers, raw pointers,
+    // `RawStr`s, `Option`s of function pointers), and zero is valid for every field (the
+    // invariant on `PluginDescriptor`); padding need not be initialised.
+    // SAFETY: each field within the first `len` bytes holds the plugin's value of this layout's
+    // type (the caller's contract); each past them is zero.
     unsafe { descriptor.assume_init() }
 }
 
