@@ -154,6 +154,29 @@ pub type HealthFn = unsafe extern "C" fn(instance: *mut c_void, error: *const Wr
 /// The plugin must have stopped every thread it started before it returns.
 pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void, error: *const WriteSink) -> i32;
 
+/// Writes an instance's state to `state` (appended in `graft-plugin-api` 0.4; see
+/// [`PluginDescriptor::export_state`]). The host calls it only while no call and no health check
+/// runs in the instance, and holds new calls back until it has handed the state on.
+pub type ExportStateFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    state: *const WriteSink,
+    error: *const WriteSink,
+) -> i32;
+
+/// Creates an instance from `state`, exported by a build of the same service in state format
+/// `format` (appended in `graft-plugin-api` 0.4; see [`PluginDescriptor::import_state`]).
+///
+/// As [`CreateFn`] otherwise. [`STATUS_REFUSED`] means that this build does not read `format`
+/// (a newer format than its own, typically); any other failure is [`STATUS_ERROR`] or
+/// [`STATUS_PANIC`]. `state` is valid for the call only.
+pub type ImportStateFn = unsafe extern "C" fn(
+    host: *const HostApi,
+    format: u32,
+    state: RawBytes,
+    instance_out: *mut *mut c_void,
+    error: *const WriteSink,
+) -> i32;
+
 /// The host's sink for bytes: `write(ctx, data, len)` appends `len` bytes and returns 0, or a
 /// non-zero value when the host could not take them (out of memory).
 pub type WriteFn = unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize) -> i32;
@@ -401,6 +424,16 @@ pub struct PluginDescriptor {
     /// plugin built before the field existed). The export macro sets it from
     /// `cfg!(debug_assertions)` in the plugin crate.
     pub build_profile: u32,
+    /// The format version of the state this build exports (appended in `graft-plugin-api` 0.4;
+    /// meaningful only with the two entry points below).
+    pub state_format: u32,
+    /// Exports an instance's state (appended in `graft-plugin-api` 0.4). A service is
+    /// **stateful** when both this and [`PluginDescriptor::import_state`] are present; a host
+    /// treats a descriptor without them (an older plugin's, or a stateless one) as stateless.
+    pub export_state: Option<ExportStateFn>,
+    /// Creates an instance from another instance's exported state (appended in
+    /// `graft-plugin-api` 0.4).
+    pub import_state: Option<ImportStateFn>,
 }
 
 // SAFETY: a descriptor is immutable once built, and every pointer in it points at `'static`
@@ -449,7 +482,20 @@ impl PluginDescriptor {
             dependencies: dependencies.as_ptr(),
             dependencies_len: dependencies.len(),
             build_profile: BUILD_PROFILE_UNKNOWN,
+            state_format: 0,
+            export_state: None,
+            import_state: None,
         }
+    }
+
+    /// The same descriptor, declaring `S` stateful: its state format and the entry points that
+    /// export its state and create an instance from it ([`crate::export_service!`] with
+    /// `stateful` calls it).
+    pub const fn with_state<S: crate::Stateful>(mut self) -> Self {
+        self.state_format = S::STATE_FORMAT;
+        self.export_state = Some(crate::shim::export_state::<S>);
+        self.import_state = Some(crate::shim::import_state::<S>);
+        self
     }
 
     /// The same descriptor, declaring `profile` as [`PluginDescriptor::build_profile`]. Like
@@ -479,6 +525,7 @@ mod tests {
         assert!(zero.create.is_none() && zero.destroy.is_none());
         assert!(zero.dependencies.is_null() && zero.service_name.ptr.is_null());
         assert_eq!(zero.build_profile, BUILD_PROFILE_UNKNOWN);
+        assert!(zero.export_state.is_none() && zero.import_state.is_none());
         // SAFETY: a null `RawStr` of length 0 reads as empty without touching memory.
         assert_eq!(unsafe { zero.service_name.as_bytes() }, b"");
     }

@@ -93,7 +93,9 @@ pub mod provenance;
 mod service;
 mod shim;
 
-pub use service::{CallError, Error, ErrorKind, Host, Level, Output, OutputFull, Service};
+pub use service::{
+    CallError, Error, ErrorKind, Host, Level, Output, OutputFull, Service, Stateful,
+};
 
 /// Exports a [`Service`] as this plugin's entry point.
 ///
@@ -101,6 +103,8 @@ pub use service::{CallError, Error, ErrorKind, Host, Level, Output, OutputFull, 
 /// export_service!(Type, name: "service", version: "1.2.3", interface: "iface" @ "1.0.0");
 /// export_service!(Type, name: "front", version: "1.0.0", interface: "front" @ "1.0.0",
 ///                 dependencies: ["cache" @ "^1.2", "store" @ "^2"]);
+/// export_service!(Type, name: "counter", version: "2.0.0", interface: "counter" @ "1.0.0",
+///                 stateful);
 /// ```
 ///
 /// - `name`: the service's name; callers address it by this name.
@@ -110,6 +114,8 @@ pub use service::{CallError, Error, ErrorKind, Host, Level, Output, OutputFull, 
 ///   semver requirement on its interface version. The host starts a service only once these
 ///   run at a satisfying version, and refuses to swap one of them to a build that would break
 ///   the requirement.
+/// - `stateful` (optional, last): the type implements [`Stateful`], and its state is handed
+///   from build to build on every swap and rollback.
 ///
 /// The macro defines the `graft_plugin_entry` symbol and a static descriptor, so it may appear
 /// once per plugin.
@@ -120,12 +126,44 @@ macro_rules! export_service {
         name: $name:expr,
         version: $version:expr,
         interface: $iface:literal @ $iface_version:expr
+        $(, dependencies: [$($dep:literal @ $requirement:literal),* $(,)?])?,
+        stateful
+        $(,)?
+    ) => {
+        $crate::__graft_export!(
+            $service, $name, $version, $iface, $iface_version,
+            [$($($dep @ $requirement),*)?],
+            .with_state::<$service>()
+        );
+    };
+    (
+        $service:ty,
+        name: $name:expr,
+        version: $version:expr,
+        interface: $iface:literal @ $iface_version:expr
         $(, dependencies: [$($dep:literal @ $requirement:literal),* $(,)?])?
         $(,)?
     ) => {
+        $crate::__graft_export!(
+            $service, $name, $version, $iface, $iface_version,
+            [$($($dep @ $requirement),*)?],
+        );
+    };
+}
+
+/// The expansion of [`export_service!`]: the descriptor, with `$($more)*` applied to it, and the
+/// entry symbol.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __graft_export {
+    (
+        $service:ty, $name:expr, $version:expr, $iface:literal, $iface_version:expr,
+        [$($dep:literal @ $requirement:literal),*],
+        $($more:tt)*
+    ) => {
         #[doc(hidden)]
         const __GRAFT_PLUGIN_DEPENDENCIES: &[$crate::abi::DependencySpec] =
-            &[$($($crate::abi::DependencySpec::new($dep, $requirement)),*)?];
+            &[$($crate::abi::DependencySpec::new($dep, $requirement)),*];
 
         #[doc(hidden)]
         static __GRAFT_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor =
@@ -139,7 +177,8 @@ macro_rules! export_service {
                 __GRAFT_PLUGIN_DEPENDENCIES,
                 $crate::build_flags!(),
             )
-            .with_build_profile($crate::build_profile!());
+            .with_build_profile($crate::build_profile!())
+            $($more)*;
 
         /// The graft entry point: returns this plugin's descriptor.
         #[unsafe(no_mangle)]

@@ -30,6 +30,72 @@ pub trait Service: Send + Sync + Sized + 'static {
     }
 }
 
+/// A service whose state survives a swap, a rollback and (with a state directory) a restart of
+/// the host: declare it with `stateful` in [`crate::export_service!`].
+///
+/// On a swap the host holds new calls back (they wait; they do not fail), waits until no call
+/// runs in the old instance, asks it for its state ([`Stateful::export_state`]), creates the new
+/// build's instance from that state ([`Stateful::from_state`]) and checks its health before it
+/// lets the calls through to it. If any step fails, the old instance goes on serving with its
+/// state. A rollback hands the state back the same way, so the previous build must read the
+/// formats of the builds that follow it, or refuse them.
+///
+/// The bytes are the service's own: choose an encoding, and give each layout a number
+/// ([`Stateful::STATE_FORMAT`]) so that a later build can read an earlier one.
+///
+/// ```
+/// use graft_plugin_api::{Error, Host, Output, Service, Stateful};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// pub struct Counter(AtomicU64);
+///
+/// impl Service for Counter {
+///     fn create(_host: Host) -> Result<Self, Error> {
+///         Ok(Counter(AtomicU64::new(0)))
+///     }
+///     fn call(&self, method: &str, _input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
+///         match method {
+///             "increment" => write!(output, "{}", self.0.fetch_add(1, Ordering::SeqCst) + 1)?,
+///             _ => return Err(Error::unknown_method(method)),
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// impl Stateful for Counter {
+///     const STATE_FORMAT: u32 = 1;
+///     fn export_state(&self, state: &mut Output<'_>) -> Result<(), Error> {
+///         state.write(&self.0.load(Ordering::SeqCst).to_le_bytes())?;
+///         Ok(())
+///     }
+///     fn from_state(_host: Host, format: u32, state: &[u8]) -> Result<Self, Error> {
+///         match format {
+///             1 => {
+///                 let bytes = state.try_into().map_err(Error::invalid_input)?;
+///                 Ok(Counter(AtomicU64::new(u64::from_le_bytes(bytes))))
+///             }
+///             other => Err(Error::unknown_state_format(other, Self::STATE_FORMAT)),
+///         }
+///     }
+/// }
+/// ```
+pub trait Stateful: Service {
+    /// The format version of the state this build exports. Change it whenever the layout of
+    /// the exported bytes changes.
+    const STATE_FORMAT: u32;
+
+    /// Writes the instance's state. The host calls it only while no call and no health check
+    /// runs in the instance. An `Err` (or a panic) refuses the swap or rollback that asked for
+    /// it; the instance goes on serving.
+    fn export_state(&self, state: &mut Output<'_>) -> Result<(), Error>;
+
+    /// Creates an instance from `state`, exported in format `format` by this build or by
+    /// another build of the service (older or newer). Migrate an older format here; refuse one
+    /// this build cannot read with [`Error::unknown_state_format`], which the host reports as
+    /// such. Any other `Err` (or a panic) refuses the swap as `create` would.
+    fn from_state(host: Host, format: u32, state: &[u8]) -> Result<Self, Error>;
+}
+
 /// Whether an [`Error`] is the service's failure or its deliberate answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -81,6 +147,14 @@ impl Error {
     /// `invalid input: {why}`.
     pub fn invalid_input(why: impl fmt::Display) -> Self {
         Error::refused(format_args!("invalid input: {why}"))
+    }
+
+    /// A refusal, from [`Stateful::from_state`]: this build does not read state format
+    /// `format` (its own is `own`). The host reports it as a refused state format, naming both.
+    pub fn unknown_state_format(format: u32, own: u32) -> Self {
+        Error::refused(format_args!(
+            "state format {format} is not one this build reads (its own is {own})"
+        ))
     }
 
     /// A refusal: the service has no method of that name.

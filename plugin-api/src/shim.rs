@@ -11,12 +11,12 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::Service;
 use crate::abi::{
     HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
     STATUS_REFUSED, WriteSink,
 };
 use crate::service::{Host, Output, write_to_sink};
+use crate::{Service, Stateful};
 
 /// What the opaque instance pointer handed to the host points at.
 struct Instance<S> {
@@ -44,22 +44,59 @@ pub(crate) unsafe extern "C" fn create<S: Service>(
     instance_out: *mut *mut c_void,
     error: *const WriteSink,
 ) -> i32 {
+    // SAFETY: this function's contract is `instantiate`'s.
+    // A refused `create` refuses the load or swap that asked for it, like any other error.
+    unsafe { instantiate(host, instance_out, error, false, S::create) }
+}
+
+/// `ImportStateFn` for `S`.
+///
+/// # Safety
+/// As [`create`], and `state` must describe memory valid for the call.
+pub(crate) unsafe extern "C" fn import_state<S: Stateful>(
+    host: *const HostApi,
+    format: u32,
+    state: RawBytes,
+    instance_out: *mut *mut c_void,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: the caller vouches that `state` stays valid for this call.
+    let state = unsafe { state.as_slice() };
+    // SAFETY: this function's contract includes `instantiate`'s.
+    unsafe {
+        instantiate(host, instance_out, error, true, |host| S::from_state(host, format, state))
+    }
+}
+
+/// Runs `make` under `catch_unwind` and hands the instance it makes to the host; reports a
+/// refusal as one if `refusals`, as a failure otherwise.
+///
+/// # Safety
+/// `host` must be null or valid for the rest of the process; `instance_out` must be valid for a
+/// write; `error` must point at a valid host sink.
+unsafe fn instantiate<S: Service>(
+    host: *const HostApi,
+    instance_out: *mut *mut c_void,
+    error: *const WriteSink,
+    refusals: bool,
+    make: impl FnOnce(Host) -> Result<S, crate::Error>,
+) -> i32 {
     // SAFETY: the caller passes a valid sink (this function's contract).
     let error = unsafe { &*error };
     // SAFETY: the caller keeps `host` valid for the rest of the process (the `HostApi`
     // contract), so every copy the service keeps of this `Host` stays usable.
     let host = unsafe { Host::from_raw(host) };
-    let outcome = catch_unwind(AssertUnwindSafe(|| S::create(host)));
-    match outcome {
+    let refusal_status =
+        if host.max_status() >= STATUS_REFUSED { STATUS_REFUSED } else { STATUS_ERROR };
+    match catch_unwind(AssertUnwindSafe(|| make(host))) {
         Ok(Ok(service)) => {
-            let refusal_status =
-                if host.max_status() >= STATUS_REFUSED { STATUS_REFUSED } else { STATUS_ERROR };
             let instance = Instance { service, refusal_status };
             let instance = Box::into_raw(Box::new(instance)).cast::<c_void>();
             // SAFETY: the caller passes a pointer valid for a write (this function's contract).
             unsafe { instance_out.write(instance) };
             STATUS_OK
         }
+        Ok(Err(e)) if refusals && e.is_refusal() => report(error, refusal_status, e.message()),
         Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
         Err(payload) => report_panic(error, payload),
     }
@@ -119,6 +156,30 @@ pub(crate) unsafe extern "C" fn health<S: Service>(
     let service = unsafe { &(*instance.cast::<Instance<S>>()).service };
     // A health check has no caller whose problem a refusal could be: any error is a failure.
     match catch_unwind(AssertUnwindSafe(|| service.health())) {
+        Ok(Ok(())) => STATUS_OK,
+        Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
+        Err(payload) => report_panic(error, payload),
+    }
+}
+
+/// `ExportStateFn` for `S`.
+///
+/// # Safety
+/// `instance` must come from `create::<S>` or `import_state::<S>` and not be destroyed yet;
+/// `state` and `error` must point at valid host sinks.
+pub(crate) unsafe extern "C" fn export_state<S: Stateful>(
+    instance: *mut c_void,
+    state: *const WriteSink,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: both sinks are valid for the call (this function's contract).
+    let (state, error) = unsafe { (&*state, &*error) };
+    // SAFETY: as in `call`: a live `Box<Instance<S>>`, shared access only.
+    let service = unsafe { &(*instance.cast::<Instance<S>>()).service };
+    // SAFETY: `state` is a host sink valid for this call.
+    let mut state = unsafe { Output::from_sink(state) };
+    // The host asked for the state to hand it on: an error here is the service's failure.
+    match catch_unwind(AssertUnwindSafe(|| service.export_state(&mut state))) {
         Ok(Ok(())) => STATUS_OK,
         Ok(Err(e)) => report(error, STATUS_ERROR, e.message()),
         Err(payload) => report_panic(error, payload),

@@ -226,6 +226,79 @@ pub enum Error {
         /// Whether the constructor panicked (as opposed to returning an error).
         panicked: bool,
     },
+    /// A stateful service's serving build failed or panicked exporting its state, so the swap
+    /// or rollback that asked for it was refused; that build goes on serving with its state.
+    StateExportFailed {
+        /// The service.
+        service: String,
+        /// The version that failed to export.
+        version: Version,
+        /// The plugin's message.
+        message: String,
+        /// Whether it panicked.
+        panicked: bool,
+    },
+    /// A build failed or panicked creating an instance from a stateful service's state, so it
+    /// was not published; the build serving goes on with its state.
+    StateImportFailed {
+        /// The service.
+        service: String,
+        /// The version that failed to import.
+        version: Version,
+        /// The format version of the state it was given.
+        format: u32,
+        /// The plugin's message.
+        message: String,
+        /// Whether it panicked.
+        panicked: bool,
+    },
+    /// A build refused the state it was given: it does not read that state format (typically a
+    /// newer one than its own, on a rollback), or found the state invalid. The build serving
+    /// goes on with its state.
+    StateRefused {
+        /// The service.
+        service: String,
+        /// The version that refused.
+        version: Version,
+        /// The format version of the state it was given.
+        format: u32,
+        /// The format version of the state that build itself exports.
+        own_format: u32,
+        /// The plugin's message.
+        message: String,
+    },
+    /// A swap would replace a stateful service's build with one that cannot take its state
+    /// (a stateless build), losing it.
+    WouldLoseState {
+        /// The service.
+        service: String,
+        /// The stateful version serving.
+        from: Version,
+        /// The stateless version refused.
+        to: Version,
+    },
+    /// A state file in the state directory is not a whole state file (truncated, altered, or
+    /// not one at all). The service is not started from it; see
+    /// [`RuntimeBuilder::start_empty_on_bad_state`](crate::RuntimeBuilder::start_empty_on_bad_state).
+    StateFile {
+        /// The service.
+        service: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Calls were still running in a stateful service's instance when the time to hand its
+    /// state over ran out (half the call deadline): the operation was refused, and that
+    /// instance serves again with its state.
+    QuiesceTimeout {
+        /// The service.
+        service: String,
+        /// The version serving.
+        version: Version,
+        /// How long the operation waited.
+        waited: Duration,
+    },
     /// The health check of a new instance failed or panicked, so it was not published.
     HealthCheckFailed {
         /// The service.
@@ -551,6 +624,34 @@ impl fmt::Display for Error {
             Error::CreateFailed { service, version, message, panicked: false } => {
                 write!(f, "{service} {version} failed to start: {message}")
             }
+            Error::StateExportFailed { service, version, message, panicked } => {
+                let what = if *panicked { "panicked" } else { "failed" };
+                write!(f, "{service} {version} {what} exporting its state: {message}")
+            }
+            Error::StateImportFailed { service, version, format, message, panicked } => {
+                let what = if *panicked { "panicked" } else { "failed" };
+                write!(
+                    f,
+                    "{service} {version} {what} importing state of format {format}: {message}"
+                )
+            }
+            Error::StateRefused { service, version, format, own_format, message } => write!(
+                f,
+                "{service} {version} (state format {own_format}) refused state of format {format}: {message}"
+            ),
+            Error::WouldLoseState { service, from, to } => write!(
+                f,
+                "{service} {from} is stateful and {to} is not: swapping would lose its state"
+            ),
+            Error::StateFile { service, path, reason } => write!(
+                f,
+                "the saved state of {service} ({}) cannot be used: {reason}",
+                path.display()
+            ),
+            Error::QuiesceTimeout { service, version, waited } => write!(
+                f,
+                "{service} {version} still had calls running after {waited:?}, so its state was not handed over"
+            ),
             Error::HealthCheckFailed { service, version, message } => {
                 write!(f, "{service} {version} failed its health check: {message}")
             }

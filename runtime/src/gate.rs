@@ -86,6 +86,7 @@ mod tests {
             interface_version: Version::parse(interface_version).unwrap(),
             api_version: Version::new(0, 1, 0),
             build_profile: None,
+            state_format: None,
             source: PathBuf::from("/plugins/x.so"),
             staged: PathBuf::from("/staging/x.so"),
         }

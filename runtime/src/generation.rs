@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use graft_plugin_api::abi::{
     CallFn, HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
-    WriteSink,
+    STATUS_REFUSED, WriteSink,
 };
 use parking_lot::{Condvar, Mutex};
 use semver::Version;
@@ -96,46 +96,130 @@ pub(crate) struct Hooks {
 }
 
 impl Generation {
-    /// Creates an instance of `plugin`, serving as `service`, with the host table `host`.
+    /// Creates an instance of `plugin`, serving as `service`, with the host table `host`: a new
+    /// one, or one made from `state` (`(format, bytes)`, exported by another instance), which
+    /// `plugin` must then be able to take (`PluginInfo::state_format` is `Some`).
     pub fn start(
         plugin: Arc<Plugin>,
         service: Arc<str>,
         id: GenerationId,
         host: &'static HostApi,
         hooks: Hooks,
+        state: Option<(u32, &[u8])>,
     ) -> Result<Generation, Error> {
         let info = plugin.info();
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
-        let sink = WriteSink::for_vec(&mut message);
-        let create = plugin.entry().create;
-        // SAFETY: `create` comes from `plugin`, which is open; the host table is `'static`, so it
-        // outlives every copy the plugin keeps; the out pointer and the sink are valid for the
-        // call.
-        let status = unsafe { create(host, &mut instance, &sink) };
-        let failed = |panicked: bool, message: Vec<u8>| Error::CreateFailed {
-            service: service.to_string(),
-            version: info.plugin_version.clone(),
+        let (status, entry) = {
+            let sink = WriteSink::for_vec(&mut message);
+            match (state, plugin.entry().state) {
+                (None, _) => {
+                    let create = plugin.entry().create;
+                    // SAFETY: `create` comes from `plugin`, which is open; the host table is
+                    // `'static`, so it outlives every copy the plugin keeps; the out pointer and
+                    // the sink are valid for the call.
+                    (unsafe { create(host, &mut instance, &sink) }, "create")
+                }
+                (Some((format, bytes)), Some(entry)) => {
+                    let bytes = RawBytes::new(bytes);
+                    // SAFETY: as for `create`; `bytes` describes memory valid for the call.
+                    let status =
+                        unsafe { (entry.import)(host, format, bytes, &mut instance, &sink) };
+                    (status, "import_state")
+                }
+                (Some(_), None) => {
+                    return Err(Error::WouldLoseState {
+                        service: service.to_string(),
+                        from: info.plugin_version.clone(),
+                        to: info.plugin_version.clone(),
+                    });
+                }
+            }
+        };
+        let message = String::from_utf8_lossy(&message).into_owned();
+        let version = info.plugin_version.clone();
+        let error = match (status, state) {
+            (STATUS_OK, _) if !instance.is_null() => None,
+            (STATUS_OK | STATUS_ERROR | STATUS_PANIC, None) => Some(Error::CreateFailed {
+                service: service.to_string(),
+                version,
+                message: if status == STATUS_OK {
+                    "create returned no instance".into()
+                } else {
+                    message
+                },
+                panicked: status == STATUS_PANIC,
+            }),
+            (STATUS_OK | STATUS_ERROR | STATUS_PANIC, Some((format, _))) => {
+                Some(Error::StateImportFailed {
+                    service: service.to_string(),
+                    version,
+                    format,
+                    message: if status == STATUS_OK {
+                        "import returned no instance".into()
+                    } else {
+                        message
+                    },
+                    panicked: status == STATUS_PANIC,
+                })
+            }
+            (STATUS_REFUSED, Some((format, _))) => Some(Error::StateRefused {
+                service: service.to_string(),
+                version,
+                format,
+                own_format: info.state_format.unwrap_or(0),
+                message,
+            }),
+            (status, _) => {
+                Some(Error::InvalidStatus { service: service.to_string(), version, entry, status })
+            }
+        };
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let life = Arc::new(Life::new(id, &service, &info.plugin_version, &info.staged));
+        tracing::debug!(service = %service, version = %info.plugin_version, generation = %id, from_state = state.is_some(), "instance created");
+        Ok(Generation { id, instance, service, hooks, plugin: ManuallyDrop::new(plugin), life })
+    }
+
+    /// Exports the instance's state: its format version and bytes. The caller makes sure that
+    /// no call and no health check runs in the instance (the `Stateful` contract); nothing
+    /// unsafe happens if one does, but the state may miss its writes.
+    pub fn export_state(&self) -> Result<(u32, Vec<u8>), Error> {
+        let Some(entry) = self.plugin.entry().state else {
+            return Err(Error::StateExportFailed {
+                service: self.service.to_string(),
+                version: self.version().clone(),
+                message: "the build is not stateful".to_owned(),
+                panicked: false,
+            });
+        };
+        let (mut state, mut message) = (Vec::new(), Vec::new());
+        let status = {
+            let (state_sink, error_sink) =
+                (WriteSink::for_vec(&mut state), WriteSink::for_vec(&mut message));
+            // SAFETY: `export` comes from the open `plugin`, and `instance` is live (destroyed
+            // only in `Drop`); both sinks are valid for the call and their vectors untouched
+            // during it.
+            unsafe { (entry.export)(self.instance, &state_sink, &error_sink) }
+        };
+        let failed = |panicked: bool| Error::StateExportFailed {
+            service: self.service.to_string(),
+            version: self.version().clone(),
             message: String::from_utf8_lossy(&message).into_owned(),
             panicked,
         };
         match status {
-            STATUS_OK if !instance.is_null() => {}
-            STATUS_OK => return Err(failed(false, b"create returned no instance".to_vec())),
-            STATUS_ERROR => return Err(failed(false, message)),
-            STATUS_PANIC => return Err(failed(true, message)),
-            status => {
-                return Err(Error::InvalidStatus {
-                    service: service.to_string(),
-                    version: info.plugin_version.clone(),
-                    entry: "create",
-                    status,
-                });
-            }
+            STATUS_OK => Ok((self.info().state_format.unwrap_or(0), state)),
+            STATUS_PANIC => Err(failed(true)),
+            STATUS_ERROR | STATUS_REFUSED => Err(failed(false)),
+            status => Err(Error::InvalidStatus {
+                service: self.service.to_string(),
+                version: self.version().clone(),
+                entry: "export_state",
+                status,
+            }),
         }
-        let life = Arc::new(Life::new(id, &service, &info.plugin_version, &info.staged));
-        tracing::debug!(service = %service, version = %info.plugin_version, generation = %id, "instance created");
-        Ok(Generation { id, instance, service, hooks, plugin: ManuallyDrop::new(plugin), life })
     }
 
     pub fn version(&self) -> &Version {
@@ -202,10 +286,11 @@ impl Generation {
         let out_of_history = {
             let mut state = self.life.state.lock();
             state.leases -= 1;
+            // Every release wakes the waiters: a stateful swap waits for one lease, not none.
+            self.life.changed.notify_all();
             if state.leases > 0 {
                 return;
             }
-            self.life.changed.notify_all();
             state.out_of_history
         };
         tracing::info!(service = %self.service, version = %self.version(), generation = %self.id, "generation drained");
@@ -393,6 +478,18 @@ impl GenerationWatch {
         })
     }
 
+    /// Waits until at most `leases` publications hold the generation (calls and health checks
+    /// each hold one), at most `timeout`; a timeout is [`Error::DrainTimeout`]. A stateful swap
+    /// waits for 1: the paused publication that holds new calls back, and no call running.
+    pub(crate) fn wait_leases(&self, leases: usize, timeout: Duration) -> Result<(), Error> {
+        self.wait(timeout, |s| s.leases <= leases).map_err(|waited| Error::DrainTimeout {
+            service: self.life.service.clone(),
+            version: self.life.version.clone(),
+            generation: self.life.id,
+            waited,
+        })
+    }
+
     /// Waits until the generation is retired (its instance destroyed), at most `timeout`. A
     /// generation kept in the history is not retired; this waits for ones that left it.
     pub fn wait_retired(&self, timeout: Duration) -> Result<(), Error> {
@@ -436,6 +533,9 @@ pub(crate) struct Lease {
     gate: Option<Arc<Gate>>,
     /// For a serving lease swapped in under probation: the window's counters.
     probation: Option<Arc<Probation>>,
+    /// Set while a stateful generation's state is moved: calls wait on `gate`, and no health
+    /// check may run in the instance (see `Lease::quiesced`).
+    quiesced: bool,
     /// Taken out only in `Drop`, which hands it to `Generation::release_lease`.
     generation: ManuallyDrop<Option<Arc<Generation>>>,
 }
@@ -477,6 +577,16 @@ impl Lease {
         Lease::with(ServiceState::Paused, None, Some(gate), None, Some(generation))
     }
 
+    /// A publication of `generation` that holds calls back while its state is moved: the
+    /// service keeps its `state` (running or paused), calls wait on `gate`, and health checks
+    /// skip it. Its own lease is the only one a quiesced generation keeps once the calls that
+    /// were running return.
+    pub fn quiesced(generation: Arc<Generation>, gate: Arc<Gate>, state: ServiceState) -> Lease {
+        let mut lease = Lease::with(state, None, Some(gate), None, Some(generation));
+        lease.quiesced = true;
+        lease
+    }
+
     /// A starting service: calls wait on `gate` until the start ends.
     pub fn starting(gate: Arc<Gate>) -> Lease {
         Lease::with(ServiceState::Starting, None, Some(gate), None, None)
@@ -497,7 +607,14 @@ impl Lease {
         if let Some(generation) = &generation {
             generation.life.state.lock().leases += 1;
         }
-        Lease { target, state, gate, probation, generation: ManuallyDrop::new(generation) }
+        Lease {
+            target,
+            state,
+            gate,
+            probation,
+            quiesced: false,
+            generation: ManuallyDrop::new(generation),
+        }
     }
 
     pub fn state(&self) -> ServiceState {
@@ -514,6 +631,12 @@ impl Lease {
 
     pub fn probation(&self) -> Option<&Arc<Probation>> {
         self.probation.as_ref()
+    }
+
+    /// Whether calls are held back while the generation's state is moved: then nothing may
+    /// run in its instance, not even a health check.
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced
     }
 
     /// The call target, if this lease serves, borrowed from it.

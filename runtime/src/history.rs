@@ -50,17 +50,38 @@ pub struct Manifest {
     pub committed: ManifestEntry,
 }
 
+/// A stateful service's state as the store keeps it: what an instance exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SavedState {
+    /// The state format version the plugin chose.
+    pub format: u32,
+    /// The plugin version that exported it.
+    pub version: String,
+    /// The state.
+    pub bytes: Vec<u8>,
+}
+
+/// The first bytes of a state file (`states/<service>.state`), followed by the format (u32),
+/// the exporting version's length (u32) and text, the state's length (u64) and bytes, all
+/// little-endian, and the SHA-256 of everything before it.
+const STATE_MAGIC: &[u8; 8] = b"graftst1";
+
 /// The state directory.
 #[derive(Debug)]
 pub(crate) struct Store {
     archive: PathBuf,
     manifests: PathBuf,
+    states: PathBuf,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, Error> {
-        let store = Store { archive: dir.join("archive"), manifests: dir.join("manifests") };
-        for sub in [&store.archive, &store.manifests] {
+        let store = Store {
+            archive: dir.join("archive"),
+            manifests: dir.join("manifests"),
+            states: dir.join("states"),
+        };
+        for sub in [&store.archive, &store.manifests, &store.states] {
             std::fs::create_dir_all(sub).map_err(|e| io("creating the state directory", sub, e))?;
             remove_temporaries(sub);
         }
@@ -131,23 +152,46 @@ impl Store {
     /// `operation` names the kill points (`<operation>/manifest:written`, ...).
     pub fn write(&self, manifest: &Manifest, operation: &str) -> Result<(), Error> {
         let path = self.manifest_path(&manifest.service);
-        let temporary = self.manifests.join(format!(".{}.json.tmp", manifest.service));
         let text = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::Manifest { path: path.clone(), reason: e.to_string() })?;
-        {
-            let mut file = File::create(&temporary).map_err(|e| io("writing", &temporary, e))?;
-            file.write_all(&text).map_err(|e| io("writing", &temporary, e))?;
-            fault::point(&format!("{operation}/manifest:written"));
-            file.sync_all().map_err(|e| io("syncing", &temporary, e))?;
-        }
-        fault::point(&format!("{operation}/manifest:synced"));
-        std::fs::rename(&temporary, &path).map_err(|e| io("renaming", &path, e))?;
-        fault::point(&format!("{operation}/manifest:renamed"));
-        File::open(&self.manifests)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| io("syncing", &self.manifests, e))?;
+        write_atomically(&self.manifests, &path, &text, &format!("{operation}/manifest"))?;
         self.prune(manifest);
         Ok(())
+    }
+
+    /// Writes the state of `service` atomically, as the manifests are written.
+    pub fn write_state(&self, service: &str, state: &SavedState) -> Result<(), Error> {
+        let mut bytes = Vec::with_capacity(state.bytes.len() + 64);
+        bytes.extend_from_slice(STATE_MAGIC);
+        bytes.extend_from_slice(&state.format.to_le_bytes());
+        bytes.extend_from_slice(&(state.version.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(state.version.as_bytes());
+        bytes.extend_from_slice(&(state.bytes.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&state.bytes);
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+        bytes.extend_from_slice(&digest);
+        write_atomically(&self.states, &self.state_path(service), &bytes, "state")
+    }
+
+    /// The state last saved for `service`, if any. A file that is not a whole state file
+    /// (truncated, altered, not one at all) is [`Error::StateFile`].
+    pub fn read_state(&self, service: &str) -> Result<Option<SavedState>, Error> {
+        let path = self.state_path(service);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io("reading", &path, error)),
+        };
+        let bad = |reason: &str| Error::StateFile {
+            service: service.to_owned(),
+            path: path.clone(),
+            reason: reason.to_owned(),
+        };
+        parse_state(&bytes).map(Some).map_err(bad)
+    }
+
+    fn state_path(&self, service: &str) -> PathBuf {
+        self.states.join(format!("{service}.state"))
     }
 
     /// Removes the archived builds of `manifest`'s service that it does not name.
@@ -169,6 +213,58 @@ impl Store {
     fn manifest_path(&self, service: &str) -> PathBuf {
         self.manifests.join(format!("{service}.json"))
     }
+}
+
+/// Writes `bytes` to `path` (in `dir`) atomically: a temporary file, fsync, rename, fsync of
+/// the directory; a crash at any point leaves the old file or the new one, whole. `points`
+/// names the kill points (`<points>:written`, `:synced`, `:renamed`).
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8], points: &str) -> Result<(), Error> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = File::create(&temporary).map_err(|e| io("writing", &temporary, e))?;
+        file.write_all(bytes).map_err(|e| io("writing", &temporary, e))?;
+        fault::point(&format!("{points}:written"));
+        file.sync_all().map_err(|e| io("syncing", &temporary, e))?;
+    }
+    fault::point(&format!("{points}:synced"));
+    std::fs::rename(&temporary, path).map_err(|e| io("renaming", path, e))?;
+    fault::point(&format!("{points}:renamed"));
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(|e| io("syncing", dir, e))
+}
+
+/// Parses a state file (see [`STATE_MAGIC`]), checking its digest and every length.
+fn parse_state(bytes: &[u8]) -> Result<SavedState, &'static str> {
+    const DIGEST: usize = 32;
+    if bytes.len() < STATE_MAGIC.len() + DIGEST || !bytes.starts_with(STATE_MAGIC) {
+        return Err("not a graft state file");
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - DIGEST);
+    if <sha2::Sha256 as sha2::Digest>::digest(body).as_slice() != digest {
+        return Err("its checksum does not match: the file is truncated or altered");
+    }
+    let mut rest = &body[STATE_MAGIC.len()..];
+    let mut take = |n: usize| -> Result<&[u8], &'static str> {
+        if rest.len() < n {
+            return Err("it ends early");
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let format = u32_at(take(4)?);
+    let version_len = u32_at(take(4)?) as usize;
+    let version =
+        std::str::from_utf8(take(version_len)?).map_err(|_| "its version is not UTF-8")?.to_owned();
+    let length: [u8; 8] = take(8)?.try_into().map_err(|_| "it ends early")?;
+    let length =
+        usize::try_from(u64::from_le_bytes(length)).map_err(|_| "its length is too large")?;
+    let state = take(length)?.to_vec();
+    if !rest.is_empty() {
+        return Err("it has bytes after the state");
+    }
+    Ok(SavedState { format, version, bytes: state })
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, Error> {

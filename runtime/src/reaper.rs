@@ -167,8 +167,15 @@ mod tests {
         };
         let host = crate::host::host_api(u64::MAX - 7, &std::sync::Weak::new(), "greeter", "1.0.0");
         let generation = Arc::new(
-            Generation::start(Arc::new(plugin), Arc::from("greeter"), GenerationId(1), host, hooks)
-                .unwrap(),
+            Generation::start(
+                Arc::new(plugin),
+                Arc::from("greeter"),
+                GenerationId(1),
+                host,
+                hooks,
+                None,
+            )
+            .unwrap(),
         );
         let watch = generation.watch();
         // A lease stands for a call still running: the retired generation must wait for it.

@@ -48,8 +48,20 @@ fn pass_probation(runtime: &Shared, service: &str, generation: GenerationId) {
     let Ok(slot) = runtime.slot(service) else { return };
     // The check holds the published lease, as a call does, so that the generation is not
     // reported drained (nor destroyed) while its health code runs.
-    let lease = slot.current.load_full();
-    let Some(serving) = lease.generation().filter(|g| g.id() == generation) else { return };
+    let mut lease = slot.current.load_full();
+    if lease.is_quiesced() {
+        // Its state is being moved: once that operation ends, either another generation
+        // serves (and this window is moot) or this one serves again and is judged now.
+        drop(lease);
+        slot.wait_for_operation();
+        lease = slot.current.load_full();
+    }
+    // A quiesced instance runs nothing: its state is being moved, and the operation moving it
+    // ends the window or opens a new one.
+    let Some(serving) = lease.generation().filter(|g| g.id() == generation && !lease.is_quiesced())
+    else {
+        return;
+    };
     let health = serving.check_health();
     // Let go of the instance before taking the service's lock: a stop holding that lock may be
     // waiting for this very instance to be released.
@@ -260,7 +272,8 @@ impl State {
             // Held through the check, as a call holds it: the generation is not drained while
             // its health code runs.
             let lease = slot.current.load_full();
-            if lease.state() != ServiceState::Running {
+            // A quiesced generation's state is being moved: nothing may run in it.
+            if lease.state() != ServiceState::Running || lease.is_quiesced() {
                 continue;
             }
             let Some(generation) = lease.generation().cloned() else { continue };

@@ -12,6 +12,7 @@ mod panics;
 mod refusals;
 mod retire;
 mod rollback_gates;
+mod state;
 mod stress;
 mod supervision;
 mod swap;

@@ -68,11 +68,24 @@ pub enum Fixture {
     DescriptorTiny,
     /// A compatible greeter (1.13.0) built without optimisations (the `plugin-debug` profile).
     GreeterDebug,
+    /// The stateful `counter` 1.0.0: state format 1, reads later formats by their prefix.
+    Counter1_0,
+    /// The stateful `counter` 1.1.0: state format 2, migrates format 1.
+    Counter1_1,
+    /// A `counter` (0.9.0, state format 1) that refuses every later format.
+    CounterStrict,
+    /// A `counter` (1.2.0, format 2) whose handover steps fail on request (method `fault`).
+    CounterFaulty1,
+    /// The same (1.3.0).
+    CounterFaulty2,
+    /// A `counter` (2.0.0) whose descriptor has the 0.3 layout, before the state entry points:
+    /// stateless to the host.
+    CounterAbi2,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 23] = [
+    pub const ALL: [Fixture; 29] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -96,6 +109,12 @@ impl Fixture {
         Fixture::DescriptorExtended,
         Fixture::DescriptorTiny,
         Fixture::GreeterDebug,
+        Fixture::Counter1_0,
+        Fixture::Counter1_1,
+        Fixture::CounterStrict,
+        Fixture::CounterFaulty1,
+        Fixture::CounterFaulty2,
+        Fixture::CounterAbi2,
     ];
 
     /// The cargo package that builds it.
@@ -124,6 +143,12 @@ impl Fixture {
             Fixture::DescriptorExtended => "fixture-descriptor-extended",
             Fixture::DescriptorTiny => "fixture-descriptor-tiny",
             Fixture::GreeterDebug => "fixture-greeter-debug",
+            Fixture::Counter1_0 => "counter-v1_0",
+            Fixture::Counter1_1 => "counter-v1_1",
+            Fixture::CounterStrict => "fixture-counter-strict",
+            Fixture::CounterFaulty1 => "fixture-counter-faulty-1",
+            Fixture::CounterFaulty2 => "fixture-counter-faulty-2",
+            Fixture::CounterAbi2 => "fixture-counter-abi2",
         }
     }
 
@@ -146,12 +171,18 @@ impl Fixture {
             Fixture::DescriptorExtended => "1.11.0",
             Fixture::DescriptorTiny => "1.12.0",
             Fixture::GreeterDebug => "1.13.0",
+            Fixture::CounterStrict => "0.9.0",
+            Fixture::Counter1_1 => "1.1.0",
+            Fixture::CounterFaulty1 => "1.2.0",
+            Fixture::CounterFaulty2 => "1.3.0",
+            Fixture::CounterAbi2 => "2.0.0",
             Fixture::Worker
             | Fixture::GatedWorker
             | Fixture::Crashy
             | Fixture::Rendezvous
             | Fixture::SlowHealth
-            | Fixture::Threads1_0 => "1.0.0",
+            | Fixture::Threads1_0
+            | Fixture::Counter1_0 => "1.0.0",
             Fixture::Threads1_1 => "1.1.0",
         }
     }

@@ -12,11 +12,12 @@ use std::path::Path;
 
 use graft_plugin_api::abi::{
     ABI_VERSION, BUILD_PANIC_UNWIND, BUILD_PROFILE_DEBUG, BUILD_PROFILE_OPTIMISED,
-    BUILD_PROFILE_UNKNOWN, MAGIC, MIN_DESCRIPTOR_SIZE, PluginDescriptor, PluginHeader, RawStr,
+    BUILD_PROFILE_UNKNOWN, ImportStateFn, MAGIC, MIN_DESCRIPTOR_SIZE, PluginDescriptor,
+    PluginHeader, RawStr,
 };
 use semver::{Version, VersionReq};
 
-use super::{EntryPoints, PluginInfo};
+use super::{EntryPoints, PluginInfo, StateEntryPoints};
 use crate::{Dependency, Error};
 
 /// The longest string the runtime accepts in a descriptor.
@@ -135,6 +136,7 @@ pub(super) unsafe fn read(
         call: descriptor.call.ok_or_else(|| missing("call"))?,
         health: descriptor.health.ok_or_else(|| missing("health"))?,
         destroy: descriptor.destroy.ok_or_else(|| missing("destroy"))?,
+        state: state_entry_points(descriptor, size).map_err(|r| invalid("import_state", r))?,
     };
     // SAFETY: the descriptor is checked and the library open (this function's contract).
     let dependencies = unsafe { read_dependencies(descriptor, source) }?;
@@ -153,10 +155,28 @@ pub(super) unsafe fn read(
         } else {
             None
         },
+        state_format: entry.state.map(|_| descriptor.state_format),
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
     Ok((info, dependencies, entry))
+}
+
+/// The state handoff entry points, if the descriptor is long enough to hold them and declares
+/// both; one without the other is an invalid descriptor.
+fn state_entry_points(
+    descriptor: &PluginDescriptor,
+    size: usize,
+) -> Result<Option<StateEntryPoints>, String> {
+    let end = offset_of!(PluginDescriptor, import_state) + size_of::<Option<ImportStateFn>>();
+    if size < end {
+        return Ok(None);
+    }
+    match (descriptor.export_state, descriptor.import_state) {
+        (Some(export), Some(import)) => Ok(Some(StateEntryPoints { export, import })),
+        (None, None) => Ok(None),
+        _ => Err("declares only one of `export_state` and `import_state`".to_owned()),
+    }
 }
 
 /// Whether a descriptor of `size` bytes holds all of the field at `offset` of `len` bytes: an

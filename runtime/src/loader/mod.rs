@@ -47,7 +47,9 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use graft_plugin_api::abi::{CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HealthFn};
+use graft_plugin_api::abi::{
+    CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, ExportStateFn, HealthFn, ImportStateFn,
+};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use semver::Version;
 
@@ -74,6 +76,9 @@ pub struct PluginInfo {
     /// Whether it was built optimised or as a debug build; `None` when its descriptor does not
     /// say (built with `graft-plugin-api` before 0.3).
     pub build_profile: Option<BuildProfile>,
+    /// The format version of the state it exports, if it is stateful (its descriptor has the
+    /// state entry points, `graft-plugin-api` 0.4 and later); `None` for a stateless build.
+    pub state_format: Option<u32>,
     /// The file it was loaded from.
     pub source: PathBuf,
     /// The staged copy that is mapped.
@@ -87,6 +92,15 @@ pub(crate) struct EntryPoints {
     pub call: CallFn,
     pub health: HealthFn,
     pub destroy: DestroyFn,
+    /// The state handoff of a stateful build.
+    pub state: Option<StateEntryPoints>,
+}
+
+/// The entry points that hand a stateful service's state from one instance to the next.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateEntryPoints {
+    pub export: ExportStateFn,
+    pub import: ImportStateFn,
 }
 
 /// A loaded, checked plugin library.

@@ -53,6 +53,7 @@ pub(crate) struct Config {
     pub concurrency: usize,
     pub commit_after_probation: bool,
     pub max_plugin_size: u64,
+    pub start_empty_on_bad_state: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -71,6 +72,7 @@ impl Default for RuntimeBuilder {
                 concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 commit_after_probation: false,
                 max_plugin_size: crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
+                start_empty_on_bad_state: false,
             },
             requirements: HashMap::new(),
         }
@@ -92,8 +94,23 @@ impl RuntimeBuilder {
     /// in service and a manifest per service naming its current and its committed (known good)
     /// build. [`Runtime::restore`] brings each service back on its committed build. Without a
     /// state directory nothing survives the process.
+    ///
+    /// A stateful service's state is saved there too (`states/<service>.state`, written
+    /// atomically) each time it stops, so [`Runtime::shutdown`] saves every one, and
+    /// [`Runtime::restore`] creates each service from its saved state. A crash saves nothing:
+    /// it loses what changed since the service last stopped.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// What [`Runtime::restore`] does with a saved state it cannot use: a state file that
+    /// does not parse ([`Error::StateFile`]) or a state the build refuses or fails to import
+    /// ([`Error::StateRefused`], [`Error::StateImportFailed`]). By default (`false`) that is
+    /// the error and the service is not started; with `true` the service starts empty and the
+    /// error is logged.
+    pub fn start_empty_on_bad_state(mut self, empty: bool) -> Self {
+        self.config.start_empty_on_bad_state = empty;
         self
     }
 

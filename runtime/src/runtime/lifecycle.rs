@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use semver::{Version, VersionReq};
 
+use super::handoff::Quiesced;
 use super::slot::{Control, SlotInfo};
 use super::{
     Dependency, LoadReport, OwnedNodes, ServiceState, Shared, Slot, StopReport, SwapReport,
@@ -19,6 +20,7 @@ use super::{
 use crate::events::EventKind;
 use crate::generation::{Gate, Generation, GenerationId, Lease};
 use crate::graph;
+use crate::history::SavedState;
 use crate::host::host_api;
 use crate::loader::Plugin;
 use crate::supervisor::SupervisorEvent;
@@ -94,6 +96,7 @@ impl Shared {
             wants_running: false,
             probation: None,
             unloaded: false,
+            saved_state: None,
         };
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -152,11 +155,13 @@ impl Shared {
         Ok(LoadReport { service: name, info, took: started.elapsed() })
     }
 
-    /// Creates and health-checks an instance of `plugin` serving as `service`.
+    /// Creates and health-checks an instance of `plugin` serving as `service`: a new one, or
+    /// one made from `state` (a format version and bytes another instance exported).
     pub(super) fn instantiate(
         &self,
         service: &str,
         plugin: &Arc<Plugin>,
+        state: Option<(u32, &[u8])>,
     ) -> Result<Arc<Generation>, Error> {
         let _creating = crate::handle::Creating::enter(self.id, service);
         let id = GenerationId(self.next_generation.fetch_add(1, Ordering::Relaxed));
@@ -168,6 +173,7 @@ impl Shared {
             id,
             host,
             self.hooks.clone(),
+            state,
         )?;
         if let Err(error) = generation.check_health() {
             // Destroyed on the retire thread; wait for it, so that a refused build is gone (its
@@ -270,7 +276,7 @@ impl Shared {
         });
         #[cfg(test)]
         tests::panic_point("start/starting");
-        let result = self.instantiate(&slot.name, &control.plugin);
+        let result = self.start_instance(slot, &mut control);
         let outcome = match result {
             Ok(generation) => {
                 let version = generation.version().clone();
@@ -303,6 +309,82 @@ impl Shared {
         outcome
     }
 
+    /// Creates a starting service's instance: from its saved state if it has one (which is
+    /// kept for the next start should this one fail).
+    fn start_instance(&self, slot: &Slot, control: &mut Control) -> Result<Arc<Generation>, Error> {
+        let Some(saved) = control.saved_state.take() else {
+            return self.instantiate(&slot.name, &control.plugin, None);
+        };
+        let result =
+            self.instantiate(&slot.name, &control.plugin, Some((saved.format, &saved.bytes)));
+        match result {
+            Err(
+                Error::StateRefused { .. }
+                | Error::StateImportFailed { .. }
+                | Error::WouldLoseState { .. },
+            ) if self.config.start_empty_on_bad_state => {
+                let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(service = %slot.name, %error, "the saved state cannot be used; starting empty, as configured");
+                self.instantiate(&slot.name, &control.plugin, None)
+            }
+            Err(error) => {
+                control.saved_state = Some(saved);
+                Err(error)
+            }
+            Ok(generation) => {
+                tracing::info!(service = %slot.name, format = saved.format, bytes = saved.bytes.len(), from = %saved.version, "instance created from the saved state");
+                Ok(generation)
+            }
+        }
+    }
+
+    /// Stops a stateful service: as [`Shared::stop_one`], but its calls are held back while
+    /// the running ones return (within the stop deadline, under the service's lock), its state
+    /// is exported, kept for the next start and written to the state directory, and only then
+    /// is it stopped. If the export or the write fails it keeps serving, and the stop is
+    /// refused with that error: nothing is lost.
+    fn stop_stateful(
+        &self,
+        slot: &Slot,
+        mut control: MutexGuard<'_, Control>,
+        serving: Arc<Generation>,
+    ) -> Result<StopReport, Error> {
+        let quiesced = self.quiesce_within(slot, &control, &serving, self.config.stop_deadline)?;
+        let (format, bytes) = quiesced.state.clone();
+        let saved = SavedState { format, version: serving.version().to_string(), bytes };
+        if let Some(store) = &self.store
+            && let Err(error) = store.write_state(&slot.name, &saved)
+        {
+            quiesced.resume(slot, &control);
+            return Err(error);
+        }
+        {
+            let _dependencies = self.dependency_lock.lock();
+            let dependents = self.running_dependents(&slot.name);
+            if !dependents.is_empty() {
+                quiesced.resume(slot, &control);
+                return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
+            }
+            slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
+        }
+        control.saved_state = Some(saved);
+        control.serving = None;
+        control.probation = None;
+        if let Some(gate) = control.pause_gate.take() {
+            gate.open();
+        }
+        quiesced.release();
+        slot.refresh(&control);
+        drop(control);
+        let version = serving.version().clone();
+        let watch = serving.watch();
+        serving.retire();
+        let drained = watch.wait_retired(self.config.stop_deadline).is_ok();
+        tracing::info!(service = %slot.name, version = %version, format, "service stopped; its state is saved");
+        self.hooks.events.emit(&slot.name, &version, EventKind::Stopped);
+        Ok(StopReport { service: slot.name.clone(), state: ServiceState::Stopped, drained })
+    }
+
     /// Stops `slot`, unless services that depend on it run (those of a cascade are stopped in
     /// an earlier wave). The control lock is released before the wait for running calls, so
     /// nothing that needs it (the supervisor, another operation) can hold the drain up.
@@ -314,6 +396,9 @@ impl Shared {
         let state = slot.current.load().state();
         if control.serving.is_none() {
             return Ok(StopReport { service: slot.name.clone(), state, drained: true });
+        }
+        if let Some(serving) = control.serving.clone().filter(|g| g.info().state_format.is_some()) {
+            return self.stop_stateful(slot, control, serving);
         }
         {
             let _dependencies = self.dependency_lock.lock();
@@ -359,7 +444,21 @@ impl Shared {
                 state,
             });
         };
-        let generation = self.instantiate(&slot.name, &control.plugin)?;
+        // A stateful instance hands its state to the next one, as in a swap.
+        let handoff = match old.info().state_format {
+            Some(_) => Some(self.quiesce(slot, &control, &old)?),
+            None => None,
+        };
+        let state = handoff.as_ref().and_then(Quiesced::state);
+        let generation = match self.instantiate(&slot.name, &control.plugin, state) {
+            Ok(generation) => generation,
+            Err(error) => {
+                if let Some(handoff) = handoff {
+                    handoff.resume(slot, &control);
+                }
+                return Err(error);
+            }
+        };
         let version = generation.version().clone();
         let id = generation.id();
         // A restart during probation opens a new window for the new instance of the same build.
@@ -372,6 +471,9 @@ impl Shared {
         control.serving = Some(generation);
         control.probation = probation.clone();
         slot.refresh(&control);
+        if let Some(handoff) = handoff {
+            handoff.release();
+        }
         drop(control);
         if let Some(probation) = probation {
             let _ = self
@@ -526,6 +628,21 @@ impl Shared {
             let options = LoadOptions::default().name(manifest.service.clone());
             match self.load(&path, options) {
                 Ok(_) | Err(Error::AlreadyLoaded { .. }) => names.push(manifest.service.clone()),
+                Err(error) => return Err(error),
+            }
+            match store.read_state(&manifest.service) {
+                Ok(None) => {}
+                Ok(Some(saved)) => {
+                    let slot = self.slot(&manifest.service)?;
+                    let mut control = slot.control.lock();
+                    // A service running already (restored twice) keeps its own state.
+                    if control.serving.is_none() {
+                        control.saved_state = Some(saved);
+                    }
+                }
+                Err(error) if self.config.start_empty_on_bad_state => {
+                    tracing::error!(service = %manifest.service, %error, "the saved state cannot be used; starting empty, as configured");
+                }
                 Err(error) => return Err(error),
             }
             if manifest.current != manifest.committed {

@@ -11,6 +11,7 @@
 //! unloads, [`swap`] replaces builds and rolls them back, [`status`] holds what they report.
 
 mod builder;
+mod handoff;
 mod lifecycle;
 mod slot;
 mod status;
@@ -235,6 +236,15 @@ impl Runtime {
     pub fn stop_all(&self) -> Result<crate::BatchReport, Error> {
         let names: Vec<String> = self.shared.services.read().keys().cloned().collect();
         self.shared.stop_set(&names)
+    }
+
+    /// Shuts the services down gracefully: stops every one, dependents first, in waves, as
+    /// [`Runtime::stop_all`]. Stopping a stateful service exports its state and, with a state
+    /// directory, saves it there (atomically) for [`Runtime::restore`]; a stateful service
+    /// whose state cannot be exported or saved is not stopped, and the batch's error says so.
+    /// Dropping a runtime without a shutdown saves no state.
+    pub fn shutdown(&self) -> Result<crate::BatchReport, Error> {
+        self.stop_all()
     }
 
     /// Restarts `services` in dependency waves.

@@ -12,6 +12,7 @@ use semver::VersionReq;
 
 use super::{Dependency, GenerationStatus, ServiceStatus, Shared};
 use crate::generation::{Gate, Generation, GenerationWatch, Lease};
+use crate::history::SavedState;
 use crate::loader::Plugin;
 use crate::probation::Probation;
 
@@ -57,6 +58,9 @@ pub(super) struct Control {
     pub(super) probation: Option<Arc<Probation>>,
     /// Set by `unload`: the slot left the registry, and no operation may bring it back.
     pub(super) unloaded: bool,
+    /// A stateful service's state, exported when it stopped (or read back by `restore`): the
+    /// next start creates its instance from it.
+    pub(super) saved_state: Option<SavedState>,
 }
 
 /// The part of a service's status that only operations change: shared references, so that an
@@ -91,6 +95,11 @@ impl Slot {
         let info = Arc::new(SlotInfo::of(control));
         // The old snapshot is dropped after the lock is released.
         let _old = std::mem::replace(&mut *self.info.write(), info);
+    }
+
+    /// Waits until no operation runs on this service (for one that has begun).
+    pub(crate) fn wait_for_operation(&self) {
+        drop(self.control.lock());
     }
 
     pub(super) fn status(&self) -> ServiceStatus {

@@ -140,6 +140,9 @@ pub struct GenerationStatus {
     /// How it was built: `Some(BuildProfile::Debug)` for a build without optimisations; `None`
     /// when the plugin does not say (built with `graft-plugin-api` before 0.3).
     pub build_profile: Option<crate::BuildProfile>,
+    /// For a stateful build, the format version of the state it exports; `None` for a
+    /// stateless one (and for every plugin built with `graft-plugin-api` before 0.4).
+    pub state_format: Option<u32>,
     /// The file it was loaded from.
     pub source: PathBuf,
     /// The staged copy that is mapped.
@@ -161,6 +164,7 @@ impl GenerationStatus {
             interface_version: info.interface_version.clone(),
             api_version: info.api_version.clone(),
             build_profile: info.build_profile,
+            state_format: info.state_format,
             source: info.source.clone(),
             staged: info.staged.clone(),
             sha256: generation.plugin().known_sha256().map(str::to_owned),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use semver::Version;
 
+use super::handoff::Quiesced;
 use super::lifecycle::{merge, refused, validate_dependencies};
 use super::slot::Control;
 use super::{LoadOptions, ServiceState, Shared, Slot, SwapReport};
@@ -126,18 +127,39 @@ impl Shared {
         validate_dependencies(&dependencies).inspect_err(&refusal)?;
         let interface_version = plugin.info().interface_version.clone();
         let plugin = Arc::new(plugin);
-        let generation = self.instantiate(&slot.name, &plugin).inspect_err(&refusal)?;
+        // A stateful service's calls are held back and its state exported; the new instance
+        // is made from it. Every refusal from here on lets the old instance serve again.
+        let handoff = self.hand_off(slot, &control, &serving, &plugin).inspect_err(&refusal)?;
+        let generation =
+            match self.instantiate(&slot.name, &plugin, handoff.as_ref().and_then(Quiesced::state))
+            {
+                Ok(generation) => generation,
+                Err(error) => {
+                    refusal(&error);
+                    resume(handoff, slot, &control);
+                    return Err(error);
+                }
+            };
         crate::fault::point("swap/created");
         let probation = self.probation_for(&generation);
         let previous = {
             // Checked and published as one step: no dependent can start, and no dependency
             // stop, between the checks and the publication.
             let _dependencies = self.dependency_lock.lock();
-            self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
-            self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+            let checked = self
+                .check_dependents(&slot.name, &interface_version)
+                .and_then(|()| self.check_dependencies(&slot.name, &dependencies));
+            if let Err(error) = checked {
+                refusal(&error);
+                resume(handoff, slot, &control);
+                return Err(error);
+            }
             control.requirement = requirement;
             self.publish(slot, &mut control, generation, dependencies, probation.clone(), plugin)
         };
+        if let Some(handoff) = handoff {
+            handoff.release();
+        }
         drop(refusal);
         let to =
             control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
@@ -177,6 +199,28 @@ impl Shared {
             EventKind::Swapped { from: from.clone(), generation: id },
         );
         Ok(SwapReport { service: slot.name.clone(), from, to, generation: id, previous, took })
+    }
+
+    /// For a stateful `serving` generation: refuses a `next` build that cannot take its state,
+    /// then quiesces it and exports the state. `None` for a stateless service.
+    fn hand_off(
+        &self,
+        slot: &Slot,
+        control: &Control,
+        serving: &Arc<Generation>,
+        next: &Plugin,
+    ) -> Result<Option<Quiesced>, Error> {
+        if serving.info().state_format.is_none() {
+            return Ok(None);
+        }
+        if next.info().state_format.is_none() {
+            return Err(Error::WouldLoseState {
+                service: slot.name.clone(),
+                from: serving.version().clone(),
+                to: next.info().plugin_version.clone(),
+            });
+        }
+        self.quiesce(slot, control, serving).map(Some)
     }
 
     pub(super) fn probation_for(&self, generation: &Generation) -> Option<Arc<Probation>> {
@@ -233,17 +277,37 @@ impl Shared {
         };
         let from = serving.version().clone();
         let to = target.version().clone();
-        let id = target.id();
         let plugin = Arc::clone(target.plugin());
         let interface_version = target.info().interface_version.clone();
+        let refusal = refused(Some((&slot.name, &from)));
+        // A stateful service hands its current state back: the earlier build gets a new
+        // instance made from it (the one kept in the history holds stale state), and may
+        // refuse a format it does not know. The historical instance is retired once replaced.
+        let handoff = self.hand_off(slot, control, &serving, &plugin).inspect_err(&refusal)?;
+        let fresh = handoff.as_ref().map(|h| self.instantiate(&slot.name, &plugin, h.state()));
+        let (target, stale) = match fresh {
+            None => (target, None),
+            Some(Ok(fresh)) => (fresh, Some(target)),
+            Some(Err(error)) => {
+                refusal(&error);
+                resume(handoff, slot, control);
+                return Err(error);
+            }
+        };
+        let id = target.id();
         let previous = {
             // The gates of a swap, checked and published as one step under the same lock: a
             // rollback must not leave a running dependent on an interface it does not accept,
             // nor bring back a build whose dependencies do not run.
             let _dependencies = self.dependency_lock.lock();
-            let refusal = refused(Some((&slot.name, &from)));
-            self.check_dependents(&slot.name, &interface_version).inspect_err(&refusal)?;
-            self.check_dependencies(&slot.name, &dependencies).inspect_err(&refusal)?;
+            let checked = self
+                .check_dependents(&slot.name, &interface_version)
+                .and_then(|()| self.check_dependencies(&slot.name, &dependencies));
+            if let Err(error) = checked {
+                refusal(&error);
+                resume(handoff, slot, control);
+                return Err(error);
+            }
             control.history.pop_front();
             if !control.requirement.matches(&interface_version) {
                 // Rolling back across a `replace` goes back to the requirement of that build.
@@ -251,6 +315,13 @@ impl Shared {
             }
             self.publish(slot, control, target, dependencies, None, plugin)
         };
+        if let Some(handoff) = handoff {
+            handoff.release();
+        }
+        if let Some(stale) = stale {
+            stale.retire();
+        }
+        drop(refusal);
         let took = started.elapsed();
         match &reason {
             RollbackReason::Manual => {
@@ -278,10 +349,15 @@ impl Shared {
         why: &str,
         wait: bool,
     ) {
-        let mut control = match slot.control.try_lock() {
-            Some(control) => control,
-            None if wait => slot.control.lock(),
-            None => {
+        // A stateful rollback waits for the calls running in the instance to return; a calling
+        // thread (which holds one of them) hands it to the supervisor.
+        let stateful =
+            || slot.current.load().generation().is_some_and(|g| g.info().state_format.is_some());
+        let busy = if wait { None } else { Some(slot.control.try_lock()) };
+        let mut control = match busy {
+            None => slot.control.lock(),
+            Some(Some(control)) if !stateful() => control,
+            Some(_) => {
                 let _ = self.supervisor.send(SupervisorEvent::RollBack {
                     service: slot.name.clone(),
                     generation,
@@ -457,6 +533,13 @@ impl Shared {
             }
             Err(error) => Err(error),
         }
+    }
+}
+
+/// Lets the quiesced generation of a failed handoff, if any, serve again.
+fn resume(handoff: Option<Quiesced>, slot: &Slot, control: &Control) {
+    if let Some(handoff) = handoff {
+        handoff.resume(slot, control);
     }
 }
 
