@@ -8,6 +8,10 @@
 //!   sinks, a status check) over calling the plugin's `call` pointer directly. Both call the
 //!   greeter's `noop`, which writes nothing, so the plugin's own work is the same tiny constant.
 //!   This ratio is the price of hot reload on the call path and should stay a small constant.
+//! - `calls/canary_routing` ÷ `calls/runtime`: the same noop through a service releasing a
+//!   canary (greeter 1.1) at weight 0.1, never judged: each call draws its route from a
+//!   thread-local generator and takes the routing path, and the canary's tenth of the calls
+//!   also bump its judging counters. Target: within 20%.
 //! - `calls/runtime_contended` ÷ `calls/runtime`: the same call while another thread calls the
 //!   same service without pause. Calls share nothing but the published lease, so this should
 //!   stay close to 1; a rise means calls started contending on a shared cache line.
@@ -50,7 +54,7 @@ use graft_plugin_api::abi::{
     ABI_VERSION, CallFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HostApi, MAGIC, RawBytes, RawStr,
     STATUS_OK, WriteSink,
 };
-use graft_runtime::{LoadOptions, Runtime, ServiceHandle};
+use graft_runtime::{CanaryPolicy, LoadOptions, Runtime, ServiceHandle, SwapStrategy};
 use graft_tests::Fixture;
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use semver::VersionReq;
@@ -80,7 +84,8 @@ criterion_group! {
 }
 criterion_main!(benches);
 
-/// `calls/raw`, `calls/runtime`, `calls/runtime_contended` and `calls/runtime_1000_services`.
+/// `calls/raw`, `calls/runtime`, `calls/canary_routing`, `calls/runtime_contended` and
+/// `calls/runtime_1000_services`.
 fn calls(c: &mut Criterion) {
     let dir = temp_dir();
     let copy = graft_tests::copy_to(Fixture::Greeter1_0, dir.path(), "raw-greeter.so")
@@ -120,6 +125,33 @@ fn calls(c: &mut Criterion) {
         b.iter(|| handle.call(NOOP, &[], &mut output).is_ok());
         assert!(output.is_empty(), "noop wrote something");
     });
+
+    // The same noop through a service releasing a canary at 10%: every call draws its route
+    // (thread-local), and the canary's calls also count for its judging.
+    let canary = Runtime::builder().build().expect("building a runtime");
+    canary.load_and_start(fixture(Fixture::Greeter1_0)).expect("loading greeter 1.0");
+    let never = CanaryPolicy {
+        weight: 0.1,
+        calls: u64::MAX,
+        max_failures: u64::MAX,
+        max_failure_rate: f64::NAN,
+        min_calls: u64::MAX,
+    };
+    canary
+        .swap_with("greeter", fixture(Fixture::Greeter1_1), SwapStrategy::Canary(never))
+        .expect("releasing greeter 1.1 as a canary");
+    let canary_handle = canary.handle("greeter").expect("a handle to greeter");
+    group.bench_function("canary_routing", |b| {
+        let mut output = Vec::new();
+        b.iter(|| canary_handle.call(NOOP, &[], &mut output).is_ok());
+        assert!(output.is_empty(), "noop wrote something");
+    });
+    let status = canary.service_status("greeter").expect("status");
+    eprintln!(
+        "calls/canary_routing: the canary answered {} calls",
+        status.canary.map_or(0, |c| c.calls)
+    );
+    drop(canary);
 
     let contender = Contender::start(handle.clone());
     group.bench_function("runtime_contended", |b| {

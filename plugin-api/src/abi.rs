@@ -44,9 +44,9 @@
 //! History: ABI 2 appended the service's dependencies to [`PluginDescriptor`] and
 //! [`HostApi::call_service`] (ABI 1 had no size rule for them, hence the bump).
 //! `graft-plugin-api` 0.3 appended [`PluginDescriptor::build_profile`], [`HostApi::max_status`]
-//! and [`STATUS_REFUSED`] within ABI 2. The planned state handoff pair
-//! (`export_state(instance, sink)` and `import_state(instance, bytes)`) will be appended the same
-//! way. Each step is listed in the CHANGELOG.
+//! and [`STATUS_REFUSED`] within ABI 2; 0.4 appended the state handoff,
+//! [`PluginDescriptor::state_format`], [`PluginDescriptor::export_state`] and
+//! [`PluginDescriptor::import_state`]. Each step is listed in the CHANGELOG.
 
 use std::ffi::c_void;
 

@@ -277,6 +277,41 @@ pub enum Error {
         /// The stateless version refused.
         to: Version,
     },
+    /// A canary release of a stateful service: its state cannot be split between two builds
+    /// serving at once. Swap it instead.
+    StatefulCanary {
+        /// The service.
+        service: String,
+        /// The stateful version (serving or offered).
+        version: Version,
+    },
+    /// An operation that would change the build serving was asked while a canary release runs:
+    /// promote or abort the canary first.
+    CanaryInProgress {
+        /// The service.
+        service: String,
+        /// The operation refused.
+        operation: &'static str,
+        /// The canary's version.
+        canary: Version,
+    },
+    /// Promote or abort was asked of a service with no canary release running.
+    NoCanary {
+        /// The service.
+        service: String,
+    },
+    /// A canary weight outside 0.0 to 1.0 (or NaN).
+    InvalidWeight {
+        /// The weight given.
+        weight: f64,
+    },
+    /// A state operation was asked of a stateless service.
+    Stateless {
+        /// The service.
+        service: String,
+        /// The stateless version serving.
+        version: Version,
+    },
     /// A state file in the state directory is not a whole state file (truncated, altered, or
     /// not one at all). The service is not started from it; see
     /// [`RuntimeBuilder::start_empty_on_bad_state`](crate::RuntimeBuilder::start_empty_on_bad_state).
@@ -643,6 +678,21 @@ impl fmt::Display for Error {
                 f,
                 "{service} {from} is stateful and {to} is not: swapping would lose its state"
             ),
+            Error::StatefulCanary { service, version } => write!(
+                f,
+                "{service} {version} is stateful: a canary would split its state between two builds; swap it instead"
+            ),
+            Error::CanaryInProgress { service, operation, canary } => write!(
+                f,
+                "cannot {operation} {service} while its canary {canary} runs: promote or abort it first"
+            ),
+            Error::NoCanary { service } => write!(f, "{service} has no canary release running"),
+            Error::InvalidWeight { weight } => {
+                write!(f, "a canary weight must lie between 0.0 and 1.0, not {weight}")
+            }
+            Error::Stateless { service, version } => {
+                write!(f, "{service} {version} is stateless: it has no state to save")
+            }
             Error::StateFile { service, path, reason } => write!(
                 f,
                 "the saved state of {service} ({}) cannot be used: {reason}",

@@ -98,6 +98,34 @@ pub enum EventKind {
         /// Why it was refused.
         error: String,
     },
+    /// A canary release began: `weight` of the calls go to `generation` (the event's version),
+    /// the rest stay on the build serving.
+    CanaryStarted {
+        /// The canary.
+        generation: GenerationId,
+        /// The build that keeps the rest of the calls.
+        stable: Version,
+        /// The share of calls it takes.
+        weight: f64,
+    },
+    /// The canary was promoted: it takes every call, and the build before it went to the
+    /// history (a rollback target).
+    CanaryPromoted {
+        /// The build it replaced.
+        from: Version,
+        /// The canary, now serving.
+        generation: GenerationId,
+        /// Whether its calls promoted it (`true`) or an operator did.
+        automatic: bool,
+    },
+    /// The canary was aborted: no call goes to it any more, and it is retired once its running
+    /// calls return.
+    CanaryAborted {
+        /// The canary.
+        generation: GenerationId,
+        /// Why: its calls' verdict, or an operator's abort.
+        reason: String,
+    },
     /// The service was unloaded: it left the runtime, and its name is free again.
     Unloaded,
     /// New calls wait until the service is resumed.

@@ -533,11 +533,56 @@ pub(crate) struct Lease {
     gate: Option<Arc<Gate>>,
     /// For a serving lease swapped in under probation: the window's counters.
     probation: Option<Arc<Probation>>,
+    /// For a service releasing a canary: the routing between this lease's generation (the
+    /// stable one, whose call target is kept here instead of in `target`, so that calls take
+    /// the routing path) and the canary's own lease.
+    canary: Option<Box<CanaryRoute>>,
     /// Set while a stateful generation's state is moved: calls wait on `gate`, and no health
     /// check may run in the instance (see `Lease::quiesced`).
     quiesced: bool,
     /// Taken out only in `Drop`, which hands it to `Generation::release_lease`.
     generation: ManuallyDrop<Option<Arc<Generation>>>,
+}
+
+/// How the calls of a lease that releases a canary are shared.
+struct CanaryRoute {
+    /// The stable generation's call target (the lease's own generation).
+    stable: (*mut c_void, CallFn),
+    /// A call goes to the canary when a uniform 64-bit draw is below this.
+    threshold: u64,
+    /// The canary's serving lease, under its judging counters.
+    lease: Lease,
+}
+
+/// The step of the routing sequence: 2^64 / phi, odd.
+const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The next point of this thread's routing sequence: a Weyl sequence, `x + i * 2^64 / phi`
+/// (mod 2^64), whose points spread over the 64-bit range as evenly as any sequence can (phi,
+/// the golden ratio, is the irrational worst approximated by fractions). A call goes to the
+/// canary when its point falls below `weight * 2^64`, so over `n` calls a thread sends the
+/// canary `n * weight` of them give or take 2 for each term of the Zeckendorf (Fibonacci)
+/// decomposition of `n` (the Denjoy-Koksma inequality): at most 20 for `n` = 10,000, whatever
+/// the weight and the start. Routing writes only this thread-local word; each thread starts
+/// from its own point, taken from a shared counter once, at its first canary call.
+#[inline]
+fn draw() -> u64 {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STARTS: AtomicU64 = AtomicU64::new(STEP);
+    thread_local! {
+        static POINT: Cell<u64> = const { Cell::new(0) };
+    }
+    POINT.with(|point| {
+        let mut current = point.get();
+        if current == 0 {
+            // A scattered start (an odd multiple of a constant of mixed bits) per thread.
+            current = STARTS.fetch_add(0xda94_2042_e4dd_58b6, Ordering::Relaxed) | 1;
+        }
+        let next = current.wrapping_add(STEP);
+        point.set(next);
+        next
+    })
 }
 
 /// A serving lease's call target, borrowed from the lease: it cannot outlive the lease that
@@ -587,6 +632,25 @@ impl Lease {
         lease
     }
 
+    /// Publishes `stable` as serving (under `probation` if given) beside `canary`, which takes
+    /// the calls whose draw falls below `threshold`, under its judging counters `judge`.
+    pub fn with_canary(
+        stable: Arc<Generation>,
+        probation: Option<Arc<Probation>>,
+        canary: Arc<Generation>,
+        judge: Arc<Probation>,
+        threshold: u64,
+    ) -> Lease {
+        let route = CanaryRoute {
+            stable: (stable.instance, stable.plugin.entry().call),
+            threshold,
+            lease: Lease::serving(canary, Some(judge)),
+        };
+        let mut lease = Lease::with(ServiceState::Running, None, None, probation, Some(stable));
+        lease.canary = Some(Box::new(route));
+        lease
+    }
+
     /// A starting service: calls wait on `gate` until the start ends.
     pub fn starting(gate: Arc<Gate>) -> Lease {
         Lease::with(ServiceState::Starting, None, Some(gate), None, None)
@@ -612,6 +676,7 @@ impl Lease {
             state,
             gate,
             probation,
+            canary: None,
             quiesced: false,
             generation: ManuallyDrop::new(generation),
         }
@@ -647,6 +712,20 @@ impl Lease {
             call,
             _lease: std::marker::PhantomData,
         })
+    }
+
+    /// For a lease releasing a canary: the lease a call goes through (the canary's, for the
+    /// share of calls its weight gives it, or this one) and its target, borrowed from this
+    /// lease. `None` for any other lease.
+    #[inline]
+    pub fn route(&self) -> Option<(&Lease, Target<'_>)> {
+        let route = self.canary.as_deref()?;
+        if draw() < route.threshold {
+            let target = route.lease.target()?;
+            return Some((&route.lease, target));
+        }
+        let (instance, call) = route.stable;
+        Some((self, Target { instance, call, _lease: std::marker::PhantomData }))
     }
 
     /// Calls `method` on `target`, appending the answer to `output`. On error `output` is left as
@@ -767,5 +846,57 @@ impl Gate {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::STEP;
+
+    /// The number of terms of `n`'s Zeckendorf decomposition (greedy, by Fibonacci numbers).
+    fn zeckendorf_terms(mut n: u64) -> u64 {
+        let mut fibonacci = vec![1u64, 2];
+        while fibonacci[fibonacci.len() - 1] <= n {
+            let next = fibonacci[fibonacci.len() - 1] + fibonacci[fibonacci.len() - 2];
+            fibonacci.push(next);
+        }
+        let mut terms = 0;
+        for &f in fibonacci.iter().rev() {
+            if f <= n {
+                n -= f;
+                terms += 1;
+            }
+        }
+        terms
+    }
+
+    /// The Denjoy-Koksma bound the canary's routing documents: from any start, for any weight,
+    /// the calls a thread routes to the canary stray from `n * weight` by at most twice the
+    /// number of terms of `n`'s Zeckendorf decomposition.
+    #[test]
+    fn the_routing_sequence_keeps_within_its_discrepancy_bound() {
+        let starts = [1u64, 0xda94_2042_e4dd_58b7, u64::MAX, 1 << 63, 12_345_678_901];
+        let weights = [0.001, 0.1, 0.37, 0.5, 0.9, 0.999];
+        let lengths = [1u64, 7, 100, 1000, 10_000, 12_345, 100_000];
+        for start in starts {
+            for weight in weights {
+                let threshold = crate::CanaryPolicy::with_weight(weight).threshold();
+                for n in lengths {
+                    let mut point = start;
+                    let mut hits = 0u64;
+                    for _ in 0..n {
+                        point = point.wrapping_add(STEP);
+                        hits += u64::from(point < threshold);
+                    }
+                    let deviation = (hits as f64 - n as f64 * weight).abs();
+                    let bound = 2.0 * zeckendorf_terms(n) as f64;
+                    assert!(
+                        deviation <= bound,
+                        "start {start}, weight {weight}, {n} calls: {hits} hits, off by {deviation} > {bound}"
+                    );
+                }
+            }
+        }
+        assert_eq!(zeckendorf_terms(10_000), 6);
     }
 }

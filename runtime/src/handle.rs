@@ -101,6 +101,26 @@ impl ServiceHandle {
             }
             return result;
         }
+        self.call_routed(lease, method, input, output)
+    }
+
+    /// A call through a lease without a single target: one releasing a canary (routed here,
+    /// from the lease already read), or one that makes calls wait.
+    #[inline(never)]
+    fn call_routed(
+        &self,
+        lease: arc_swap::Guard<Arc<Lease>>,
+        method: &str,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        if let Some((through, target)) = lease.route() {
+            let result = through.invoke(target, method, input, output);
+            if through.probation().is_some() {
+                after_call(&self.slot, through, &result);
+            }
+            return result;
+        }
         drop(lease);
         self.call_waiting(method, input, output)
     }
@@ -110,9 +130,11 @@ impl ServiceHandle {
         let (start, deadline) = deadline(&self.slot);
         loop {
             let lease = self.slot.current.load();
-            if let Some(target) = lease.target() {
-                let result = lease.invoke(target, method, input, output);
-                after_call(&self.slot, &lease, &result);
+            if let Some((through, target)) =
+                lease.target().map(|target| (&**lease, target)).or_else(|| lease.route())
+            {
+                let result = through.invoke(target, method, input, output);
+                after_call(&self.slot, through, &result);
                 return result;
             }
             let state = lease.state();
@@ -183,9 +205,11 @@ pub(crate) fn call_between(
         let mut state = None;
         if let Some(slot) = &slot {
             let lease = slot.current.load();
-            if let Some(target) = lease.target() {
-                let result = lease.invoke(target, method, input, output);
-                after_call(slot, &lease, &result);
+            if let Some((through, target)) =
+                lease.target().map(|target| (&**lease, target)).or_else(|| lease.route())
+            {
+                let result = through.invoke(target, method, input, output);
+                after_call(slot, through, &result);
                 return result;
             }
             state = Some(lease.state());
@@ -284,6 +308,16 @@ fn after_call(slot: &Slot, lease: &Lease, result: &Result<(), Error>) {
     let Some(shared) = slot.shared.upgrade() else {
         return;
     };
+    if probation.canary {
+        // A canary's verdict promotes or aborts it: the supervisor does either, as both wait
+        // for the service's lock.
+        let _ = shared.supervisor.send(crate::supervisor::SupervisorEvent::CanaryVerdict {
+            service: slot.name.clone(),
+            generation: probation.generation,
+            verdict,
+        });
+        return;
+    }
     match verdict {
         // The call that crossed the threshold rolls back, if no other operation holds the
         // service; a calling thread never waits for one.

@@ -82,12 +82,12 @@ pub use history::{Manifest, ManifestEntry};
 pub use loader::retained::RetiredLibrary;
 pub use loader::{BuildProfile, DEFAULT_MAX_PLUGIN_SIZE, PluginInfo};
 pub use names::{MAX_NAME_LEN, validate_name};
-pub use policy::{ProbationPolicy, RestartPolicy};
+pub use policy::{CanaryPolicy, ProbationPolicy, RestartPolicy, SwapStrategy};
 pub use retire::RETIRE_THREAD;
 pub use runtime::{
-    DEFAULT_CALL_DEADLINE, DEFAULT_DRAIN_DEADLINE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HISTORY_DEPTH,
-    DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions, LoadReport, Runtime,
-    RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
+    CanaryStatus, DEFAULT_CALL_DEADLINE, DEFAULT_DRAIN_DEADLINE, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HISTORY_DEPTH, DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions,
+    LoadReport, Runtime, RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
 pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};
 

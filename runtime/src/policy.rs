@@ -190,6 +190,75 @@ impl Default for ProbationPolicy {
     }
 }
 
+/// How a canary release is judged and how much traffic it takes; see
+/// [`Runtime::swap_with`](crate::Runtime::swap_with) and [`SwapStrategy::Canary`].
+///
+/// The canary is promoted once it has answered `calls` calls within the thresholds, and
+/// aborted as soon as more than `max_failures` of its calls failed or, once `min_calls` were
+/// made, more than `max_failure_rate` of them. As in a probation window, a failure is an error
+/// or a panic; a service's own refusal ([`Error::Refused`](crate::Error::Refused)) is not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryPolicy {
+    /// The share of calls sent to the canary, from 0.0 (none) to 1.0 (all).
+    pub weight: f64,
+    /// The number of calls the canary answers before it is promoted.
+    pub calls: u64,
+    /// The most failed calls tolerated; one more aborts the canary.
+    pub max_failures: u64,
+    /// The largest tolerated ratio of failed calls, judged once `min_calls` calls were made.
+    pub max_failure_rate: f64,
+    /// The number of calls before which `max_failure_rate` is not judged.
+    pub min_calls: u64,
+}
+
+impl CanaryPolicy {
+    /// A canary taking `weight` of the calls, promoted after 1,000 calls with at most 1% of
+    /// them failed (judged from the 100th call) and at most 10 failures in all.
+    pub fn with_weight(weight: f64) -> Self {
+        CanaryPolicy {
+            weight,
+            calls: 1000,
+            max_failures: 10,
+            max_failure_rate: 0.01,
+            min_calls: 100,
+        }
+    }
+
+    /// The judging as a probation window with no end in time: only calls decide.
+    pub(crate) fn judging(&self) -> ProbationPolicy {
+        ProbationPolicy {
+            calls: self.calls,
+            duration: Duration::MAX,
+            max_failures: self.max_failures,
+            max_failure_rate: self.max_failure_rate,
+            min_calls: self.min_calls,
+        }
+    }
+
+    /// The routing threshold: a call goes to the canary when a uniform 64-bit draw is below it.
+    pub(crate) fn threshold(&self) -> u64 {
+        if self.weight >= 1.0 {
+            u64::MAX
+        } else if self.weight > 0.0 {
+            // Exact to 2^-53, far below any weight that matters.
+            (self.weight * 18_446_744_073_709_551_616.0) as u64
+        } else {
+            0
+        }
+    }
+}
+
+/// How [`Runtime::swap_with`](crate::Runtime::swap_with) brings a new build in.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SwapStrategy {
+    /// All calls go to the new build at once (as [`Runtime::swap`](crate::Runtime::swap)).
+    Immediate,
+    /// A share of the calls goes to the new build, the canary, while the rest stay on the
+    /// build serving, until the canary is promoted or aborted, by its calls or by hand.
+    Canary(CanaryPolicy),
+}
+
 impl ProbationPolicy {
     /// No probation: every generation passes as soon as it is published.
     pub fn disabled() -> Self {

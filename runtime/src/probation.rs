@@ -18,6 +18,9 @@ pub(crate) struct Probation {
     pub generation: GenerationId,
     pub started: Instant,
     pub policy: ProbationPolicy,
+    /// Whether it judges a canary (its verdict promotes or aborts it) rather than a build on
+    /// probation (its verdict closes the window or rolls back).
+    pub canary: bool,
     calls: AtomicU64,
     failures: AtomicU64,
     decided: AtomicBool,
@@ -29,10 +32,21 @@ impl Probation {
             generation,
             started: now,
             policy,
+            canary: false,
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             decided: AtomicBool::new(false),
         }
+    }
+
+    /// The counters judging a canary release under `policy`.
+    pub fn canary(generation: GenerationId, policy: &crate::CanaryPolicy, now: Instant) -> Self {
+        Probation { canary: true, ..Probation::new(generation, policy.judging(), now) }
+    }
+
+    /// The calls counted and the failures among them, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.calls.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
     }
 
     /// Counts one call. Returns the verdict the first time it is decided, by this call.

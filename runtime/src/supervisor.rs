@@ -34,6 +34,8 @@ pub(crate) enum SupervisorEvent {
     ProbationPassed { service: String, generation: GenerationId },
     /// A call decided a rollback but the service was busy: do it here.
     RollBack { service: String, generation: GenerationId, why: String },
+    /// A canary's calls decided its fate: promote it (a pass) or abort it (a failure).
+    CanaryVerdict { service: String, generation: GenerationId, verdict: Verdict },
     /// An operator reset a failed service.
     Reset { service: String },
     /// An operator stopped a service: cancel its pending restart.
@@ -197,6 +199,11 @@ impl State {
             SupervisorEvent::RollBack { service, generation, why } => {
                 if let Ok(slot) = runtime.slot(&service) {
                     runtime.auto_rollback(&slot, generation, &why, true);
+                }
+            }
+            SupervisorEvent::CanaryVerdict { service, generation, verdict } => {
+                if let Ok(slot) = runtime.slot(&service) {
+                    runtime.canary_verdict(&slot, generation, verdict);
                 }
             }
             SupervisorEvent::Reset { service } => {

@@ -1,12 +1,14 @@
 //! The integration-test modules and the helpers they share.
 
 mod abi;
+mod canary;
 mod defects;
 mod dependencies;
 mod drain;
 mod events;
 mod files;
 mod history;
+mod kv;
 mod lifecycle;
 mod panics;
 mod refusals;

@@ -299,7 +299,8 @@ fn a_corrupt_state_file_is_a_typed_error_and_starts_empty_only_if_asked() {
             }
             other => panic!("expected StateFile, got {other:?}"),
         }
-        assert_ne!(setup.runtime.state("counter").unwrap(), ServiceState::Running);
+        // Refused at its load: the service is not there to be called empty.
+        assert!(matches!(setup.runtime.state("counter"), Err(Error::UnknownService { .. })));
     }
     let setup = Setup::with(quiet().state_dir(state.path()).start_empty_on_bad_state(true));
     setup.runtime.restore().unwrap();
@@ -354,4 +355,32 @@ fn a_plugin_of_the_previous_layout_loads_beside_and_swaps_as_a_stateless_service
     assert_eq!(report.to.to_string(), "1.1.0");
     assert_eq!(runtime.call("old-counter", "get", b"").unwrap(), b"0");
     assert_eq!(runtime.call("counter", "get", b"").unwrap(), b"3");
+}
+
+#[test]
+fn a_load_by_hand_takes_the_saved_state_and_save_state_bounds_what_a_crash_loses() {
+    let state = tempfile::tempdir().unwrap();
+    let path = graft_tests::path(Fixture::Counter1_1).unwrap();
+    {
+        let setup = Setup::with(quiet().state_dir(state.path()));
+        setup.runtime.load_and_start(&path).unwrap();
+        for _ in 0..3 {
+            setup.runtime.call("counter", "increment", b"").unwrap();
+        }
+        setup.runtime.save_state("counter").unwrap();
+        // Saved while serving: the instance is the same and goes on counting.
+        assert_eq!(setup.runtime.call("counter", "handovers", b"").unwrap(), b"0");
+        setup.runtime.call("counter", "increment", b"").unwrap();
+        // Dropped without a shutdown, as in a crash: the fourth increment is lost.
+    }
+    let setup = Setup::with(quiet().state_dir(state.path()));
+    setup.runtime.load_and_start(&path).unwrap();
+    assert_eq!(count(&setup.runtime), 3);
+    assert!(matches!(setup.runtime.save_state("missing"), Err(Error::UnknownService { .. })));
+    let greeter = Setup::new();
+    greeter.runtime.load_and_start(graft_tests::path(Fixture::Greeter1_0).unwrap()).unwrap();
+    assert!(matches!(greeter.runtime.save_state("greeter"), Err(Error::NoStateDir)));
+    let stateless = Setup::with(quiet().state_dir(state.path()));
+    stateless.runtime.load_and_start(graft_tests::path(Fixture::Greeter1_0).unwrap()).unwrap();
+    assert!(matches!(stateless.runtime.save_state("greeter"), Err(Error::Stateless { .. })));
 }

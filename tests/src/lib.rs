@@ -81,11 +81,16 @@ pub enum Fixture {
     /// A `counter` (2.0.0) whose descriptor has the 0.3 layout, before the state entry points:
     /// stateless to the host.
     CounterAbi2,
+    /// The stateful `kv` 1.0.0, interface kv 1.0.0: state format 1, reads format 2.
+    Kv1_0,
+    /// The stateful `kv` 1.1.0, interface kv 1.1.0 (adds `writes`): state format 2, the entries
+    /// with their write counts; migrates format 1.
+    Kv1_1,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 29] = [
+    pub const ALL: [Fixture; 31] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -115,6 +120,8 @@ impl Fixture {
         Fixture::CounterFaulty1,
         Fixture::CounterFaulty2,
         Fixture::CounterAbi2,
+        Fixture::Kv1_0,
+        Fixture::Kv1_1,
     ];
 
     /// The cargo package that builds it.
@@ -149,6 +156,8 @@ impl Fixture {
             Fixture::CounterFaulty1 => "fixture-counter-faulty-1",
             Fixture::CounterFaulty2 => "fixture-counter-faulty-2",
             Fixture::CounterAbi2 => "fixture-counter-abi2",
+            Fixture::Kv1_0 => "kv-v1_0",
+            Fixture::Kv1_1 => "kv-v1_1",
         }
     }
 
@@ -182,8 +191,9 @@ impl Fixture {
             | Fixture::Rendezvous
             | Fixture::SlowHealth
             | Fixture::Threads1_0
-            | Fixture::Counter1_0 => "1.0.0",
-            Fixture::Threads1_1 => "1.1.0",
+            | Fixture::Counter1_0
+            | Fixture::Kv1_0 => "1.0.0",
+            Fixture::Threads1_1 | Fixture::Kv1_1 => "1.1.0",
         }
     }
 

@@ -96,9 +96,10 @@ impl RuntimeBuilder {
     /// state directory nothing survives the process.
     ///
     /// A stateful service's state is saved there too (`states/<service>.state`, written
-    /// atomically) each time it stops, so [`Runtime::shutdown`] saves every one, and
-    /// [`Runtime::restore`] creates each service from its saved state. A crash saves nothing:
-    /// it loses what changed since the service last stopped.
+    /// atomically) each time it stops and at each [`Runtime::save_state`], so
+    /// [`Runtime::shutdown`] saves every one; loading the service again (by
+    /// [`Runtime::restore`] or by hand) creates its next instance from the saved state. A
+    /// crash saves nothing: the next run starts from the last save, losing what changed since.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
         self

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::slot::Control;
-use super::{ServiceState, Shared, Slot};
+use super::{Shared, Slot};
 use crate::Error;
 use crate::generation::{Gate, Generation, Lease};
 
@@ -103,12 +103,7 @@ impl Quiesced {
     /// service is paused, under its probation window if one is open), and the calls held back
     /// go to it.
     pub(super) fn resume(self, slot: &Slot, control: &Control) {
-        let lease = match &control.pause_gate {
-            Some(gate) => Lease::paused(Arc::clone(&self.serving), Arc::clone(gate)),
-            None => Lease::serving(Arc::clone(&self.serving), control.probation.clone()),
-        };
-        debug_assert!(lease.state() != ServiceState::Running || self.own_gate);
-        slot.current.store(Arc::new(lease));
+        slot.current.store(Arc::new(control.lease(&self.serving)));
         self.release();
     }
 

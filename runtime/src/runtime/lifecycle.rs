@@ -84,6 +84,7 @@ impl Shared {
         gate::check_load(&info, &requirement).inspect_err(refused(None))?;
         let dependencies = Arc::new(merge(&plugin, &options.dependencies));
         validate_dependencies(&dependencies).inspect_err(refused(None))?;
+        let saved_state = self.saved_state(&name)?;
         let control = Control {
             plugin: Arc::new(plugin),
             dependencies: Arc::clone(&dependencies),
@@ -96,7 +97,8 @@ impl Shared {
             wants_running: false,
             probation: None,
             unloaded: false,
-            saved_state: None,
+            saved_state,
+            canary: None,
         };
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -309,6 +311,52 @@ impl Shared {
         outcome
     }
 
+    /// The state the state directory holds for service `name`, read as it is loaded: its next
+    /// start creates its instance from it, whether the host restores or loads it by hand.
+    fn saved_state(&self, name: &str) -> Result<Option<SavedState>, Error> {
+        let Some(store) = &self.store else { return Ok(None) };
+        match store.read_state(name) {
+            Err(error) if self.config.start_empty_on_bad_state => {
+                tracing::error!(service = %name, %error, "the saved state cannot be used; starting empty, as configured");
+                Ok(None)
+            }
+            read => read,
+        }
+    }
+
+    /// Saves the state of the stateful `slot` now, as a stop would, and lets it serve on:
+    /// calls are held back while the running ones return, the state is exported and written
+    /// to the state directory. A host that calls it periodically bounds what a crash loses.
+    pub(super) fn save_state(&self, slot: &Slot) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Err(Error::NoStateDir);
+        };
+        let control = slot.control.lock();
+        let state = slot.current.load().state();
+        let Some(serving) = control.serving.clone().filter(|_| state.is_up()) else {
+            return Err(Error::InvalidState {
+                service: slot.name.clone(),
+                operation: "save the state of",
+                state,
+            });
+        };
+        if serving.info().state_format.is_none() {
+            return Err(Error::Stateless {
+                service: slot.name.clone(),
+                version: serving.version().clone(),
+            });
+        }
+        let quiesced = self.quiesce(slot, &control, &serving)?;
+        let (format, bytes) = quiesced.state.clone();
+        quiesced.resume(slot, &control);
+        // Written under the service's lock (calls flow again), so that two saves land in order.
+        let saved = SavedState { format, version: serving.version().to_string(), bytes };
+        store.write_state(&slot.name, &saved)?;
+        drop(control);
+        tracing::info!(service = %slot.name, version = %serving.version(), format, bytes = saved.bytes.len(), "state saved");
+        Ok(())
+    }
+
     /// Creates a starting service's instance: from its saved state if it has one (which is
     /// kept for the next start should this one fail).
     fn start_instance(&self, slot: &Slot, control: &mut Control) -> Result<Arc<Generation>, Error> {
@@ -408,6 +456,7 @@ impl Shared {
             }
             slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
         }
+        self.drop_canary(slot, &mut control, "the service stopped", false);
         let Some(serving) = control.serving.take() else {
             return Ok(StopReport { service: slot.name.clone(), state, drained: true });
         };
@@ -444,6 +493,13 @@ impl Shared {
                 state,
             });
         };
+        if let Some(canary) = &control.canary {
+            return Err(Error::CanaryInProgress {
+                service: slot.name.clone(),
+                operation: "restart",
+                canary: canary.generation.version().clone(),
+            });
+        }
         // A stateful instance hands its state to the next one, as in a swap.
         let handoff = match old.info().state_format {
             Some(_) => Some(self.quiesce(slot, &control, &old)?),
@@ -463,13 +519,9 @@ impl Shared {
         let id = generation.id();
         // A restart during probation opens a new window for the new instance of the same build.
         let probation = control.probation.as_ref().and_then(|_| self.probation_for(&generation));
-        let lease = match &control.pause_gate {
-            Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
-            None => Lease::serving(Arc::clone(&generation), probation.clone()),
-        };
-        slot.current.store(Arc::new(lease));
-        control.serving = Some(generation);
         control.probation = probation.clone();
+        slot.current.store(Arc::new(control.lease(&generation)));
+        control.serving = Some(generation);
         slot.refresh(&control);
         if let Some(handoff) = handoff {
             handoff.release();
@@ -524,9 +576,9 @@ impl Shared {
                 state,
             });
         };
-        // A window still open when the service was paused goes on counting.
-        let probation = control.probation.clone();
-        slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), probation)));
+        // A window still open when the service was paused goes on counting, and a canary
+        // released before takes its share again.
+        slot.current.store(Arc::new(control.lease(&serving)));
         gate.open();
         tracing::info!(service = %slot.name, version = %serving.version(), "service resumed");
         self.hooks.events.emit(&slot.name, serving.version(), EventKind::Resumed);
@@ -630,21 +682,7 @@ impl Shared {
                 Ok(_) | Err(Error::AlreadyLoaded { .. }) => names.push(manifest.service.clone()),
                 Err(error) => return Err(error),
             }
-            match store.read_state(&manifest.service) {
-                Ok(None) => {}
-                Ok(Some(saved)) => {
-                    let slot = self.slot(&manifest.service)?;
-                    let mut control = slot.control.lock();
-                    // A service running already (restored twice) keeps its own state.
-                    if control.serving.is_none() {
-                        control.saved_state = Some(saved);
-                    }
-                }
-                Err(error) if self.config.start_empty_on_bad_state => {
-                    tracing::error!(service = %manifest.service, %error, "the saved state cannot be used; starting empty, as configured");
-                }
-                Err(error) => return Err(error),
-            }
+
             if manifest.current != manifest.committed {
                 // It comes back on the committed build: that is now also the current one.
                 let restored = crate::Manifest { current: manifest.committed.clone(), ..manifest };

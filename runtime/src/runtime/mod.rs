@@ -11,6 +11,7 @@
 //! unloads, [`swap`] replaces builds and rolls them back, [`status`] holds what they report.
 
 mod builder;
+mod canary;
 mod handoff;
 mod lifecycle;
 mod slot;
@@ -24,7 +25,8 @@ pub use builder::{
 pub use lifecycle::LoadOptions;
 pub(crate) use slot::Slot;
 pub use status::{
-    Dependency, GenerationStatus, LoadReport, ServiceState, ServiceStatus, StopReport, SwapReport,
+    CanaryStatus, Dependency, GenerationStatus, LoadReport, ServiceState, ServiceStatus,
+    StopReport, SwapReport,
 };
 pub(crate) use swap::{InstallOptions, Installed};
 
@@ -129,7 +131,9 @@ impl Runtime {
     }
 
     /// Loads the plugin at `path` and registers its service, named by its descriptor, in state
-    /// [`ServiceState::Loaded`]; [`Runtime::start`] starts it.
+    /// [`ServiceState::Loaded`]; [`Runtime::start`] starts it. With a state directory holding a
+    /// saved state for the service, its start creates it from that state (see
+    /// [`Runtime::restore`]).
     ///
     /// Refused, with the file's staged copy removed, if the file or its descriptor is bad, if a
     /// service of that name is loaded, or if its dependencies would close a cycle.
@@ -247,6 +251,18 @@ impl Runtime {
         self.stop_all()
     }
 
+    /// Saves the state of the stateful `service` in the state directory now, and lets it
+    /// serve on: its calls are held back while the running ones return (a pause, as in a
+    /// stateful swap, of at most half the call deadline), its state is exported, and the
+    /// file is written atomically after the calls are let through again. A crash loses what
+    /// changed since the last save (or stop): a host that calls this periodically bounds
+    /// that. [`Error::NoStateDir`] without a state directory, [`Error::Stateless`] for a
+    /// stateless service.
+    pub fn save_state(&self, service: &str) -> Result<(), Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.save_state(&slot)
+    }
+
     /// Restarts `services` in dependency waves.
     pub fn restart_services(&self, services: &[&str]) -> Result<crate::BatchReport, Error> {
         let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
@@ -280,6 +296,49 @@ impl Runtime {
         self.shared.swap_one(&slot, path.as_ref())
     }
 
+    /// Brings the build at `path` into `service` by `strategy`: as [`Runtime::swap`]
+    /// ([`SwapStrategy::Immediate`](crate::SwapStrategy::Immediate)), or as a canary
+    /// ([`SwapStrategy::Canary`](crate::SwapStrategy::Canary)).
+    ///
+    /// A canary passes every check of a swap (the gate, its dependencies, its running
+    /// dependents, its creation and health check) and is then published beside the build
+    /// serving, which keeps the other calls. Its calls are judged by its policy: once it has
+    /// answered [`CanaryPolicy::calls`](crate::CanaryPolicy::calls) calls within the thresholds
+    /// it is promoted, as if swapped in (with no probation window after); as soon as they are
+    /// exceeded it is aborted and retired. [`Runtime::promote`] and [`Runtime::abort`] do either
+    /// by hand. Events report each step, and [`ServiceStatus::canary`] shows it. While a canary
+    /// runs, swap, replace, restart and rollback are refused with
+    /// [`Error::CanaryInProgress`]; a stop aborts it. A stateful service is never released as a
+    /// canary ([`Error::StatefulCanary`]): its state cannot be split between two builds.
+    pub fn swap_with(
+        &self,
+        service: &str,
+        path: impl AsRef<Path>,
+        strategy: crate::SwapStrategy,
+    ) -> Result<SwapReport, Error> {
+        let slot = self.shared.slot(service)?;
+        let canary = match &strategy {
+            crate::SwapStrategy::Canary(policy) => Some(policy),
+            crate::SwapStrategy::Immediate => None,
+        };
+        self.shared.swap_to(&slot, Candidate::Path(path.as_ref()), Requirement::Keep, canary)
+    }
+
+    /// Promotes the canary of `service` now: it takes every call, and the build before it goes
+    /// to the history. [`Error::NoCanary`] if no canary runs.
+    pub fn promote(&self, service: &str) -> Result<SwapReport, Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.promote(&slot, None)
+    }
+
+    /// Aborts the canary of `service` now: no new call goes to it, and it is retired once its
+    /// running calls return (the watch returned tells when). [`Error::NoCanary`] if no canary
+    /// runs.
+    pub fn abort(&self, service: &str) -> Result<crate::GenerationWatch, Error> {
+        let slot = self.shared.slot(service)?;
+        self.shared.abort(&slot, None, "aborted by an operator")
+    }
+
     /// Publishes the most recent earlier generation of `service` again, with one atomic store of
     /// a new lease: no disk, no `dlopen`, no new instance. The generation it replaces becomes
     /// the rollback target, so a second rollback undoes the first.
@@ -305,7 +364,7 @@ impl Runtime {
     /// check of running dependents.
     pub fn replace(&self, service: &str, path: impl AsRef<Path>) -> Result<SwapReport, Error> {
         let slot = self.shared.slot(service)?;
-        self.shared.swap_to(&slot, Candidate::Path(path.as_ref()), Requirement::Lift)
+        self.shared.swap_to(&slot, Candidate::Path(path.as_ref()), Requirement::Lift, None)
     }
 
     /// Removes the stopped (or loaded, or failed) `service`: its slot leaves the runtime, the
@@ -358,6 +417,13 @@ impl Runtime {
 
     /// Brings back every service the state directory records, each on its committed build, and
     /// starts them in dependency waves. Call it once, after building the runtime.
+    ///
+    /// A stateful service is created from the state it last saved (at its stop, the runtime's
+    /// [`Runtime::shutdown`], or [`Runtime::save_state`]), which its committed build may have
+    /// to migrate. A state file that does not parse is [`Error::StateFile`], and a state the
+    /// build refuses or fails to import fails that service's start ([`Error::StateRefused`],
+    /// [`Error::StateImportFailed`]), unless the runtime was built with
+    /// [`RuntimeBuilder::start_empty_on_bad_state`]: then the service starts empty.
     pub fn restore(&self) -> Result<crate::BatchReport, Error> {
         self.shared.restore()
     }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use semver::VersionReq;
 
-use super::{Dependency, GenerationStatus, ServiceStatus, Shared};
+use super::{CanaryStatus, Dependency, GenerationStatus, ServiceStatus, Shared};
 use crate::generation::{Gate, Generation, GenerationWatch, Lease};
 use crate::history::SavedState;
 use crate::loader::Plugin;
@@ -58,9 +58,44 @@ pub(super) struct Control {
     pub(super) probation: Option<Arc<Probation>>,
     /// Set by `unload`: the slot left the registry, and no operation may bring it back.
     pub(super) unloaded: bool,
+    /// The canary release running, if one is.
+    pub(super) canary: Option<Canary>,
     /// A stateful service's state, exported when it stopped (or read back by `restore`): the
     /// next start creates its instance from it.
     pub(super) saved_state: Option<SavedState>,
+}
+
+/// A canary release: a generation of a new build taking a share of the calls.
+#[derive(Debug)]
+pub(super) struct Canary {
+    pub(super) generation: Arc<Generation>,
+    pub(super) plugin: Arc<Plugin>,
+    pub(super) dependencies: Arc<Vec<Dependency>>,
+    pub(super) requirement: Arc<VersionReq>,
+    /// The counters its calls are judged by.
+    pub(super) judge: Arc<Probation>,
+    pub(super) weight: f64,
+    pub(super) threshold: u64,
+}
+
+impl Control {
+    /// The lease that publishes `generation` as the service's situation says: behind the
+    /// pause gate while paused; otherwise serving, under the open probation window, beside
+    /// the canary if one is released.
+    pub(super) fn lease(&self, generation: &Arc<Generation>) -> Lease {
+        let generation = Arc::clone(generation);
+        match (&self.pause_gate, &self.canary) {
+            (Some(gate), _) => Lease::paused(generation, Arc::clone(gate)),
+            (None, Some(canary)) => Lease::with_canary(
+                generation,
+                self.probation.clone(),
+                Arc::clone(&canary.generation),
+                Arc::clone(&canary.judge),
+                canary.threshold,
+            ),
+            (None, None) => Lease::serving(generation, self.probation.clone()),
+        }
+    }
 }
 
 /// The part of a service's status that only operations change: shared references, so that an
@@ -74,6 +109,7 @@ pub(super) struct SlotInfo {
     dependencies: Arc<Vec<Dependency>>,
     current: Option<Arc<Generation>>,
     history: Vec<Arc<Generation>>,
+    canary: Option<(Arc<Generation>, f64, Arc<Probation>)>,
 }
 
 impl SlotInfo {
@@ -85,6 +121,10 @@ impl SlotInfo {
             dependencies: Arc::clone(&control.dependencies),
             current: control.serving.clone(),
             history: control.history.iter().map(|(g, _)| Arc::clone(g)).collect(),
+            canary: control
+                .canary
+                .as_ref()
+                .map(|c| (Arc::clone(&c.generation), c.weight, Arc::clone(&c.judge))),
         }
     }
 }
@@ -113,6 +153,15 @@ impl Slot {
             dependencies: info.dependencies.to_vec(),
             current: info.current.as_deref().map(GenerationStatus::of),
             history: info.history.iter().map(|g| GenerationStatus::of(g)).collect(),
+            canary: info.canary.as_ref().map(|(generation, weight, judge)| {
+                let (calls, failures) = judge.counts();
+                CanaryStatus {
+                    generation: GenerationStatus::of(generation),
+                    weight: *weight,
+                    calls,
+                    failures,
+                }
+            }),
             healthy: self.healthy.load(Ordering::Relaxed),
         }
     }
@@ -132,12 +181,8 @@ impl Shared {
         plugin: Arc<Plugin>,
     ) -> GenerationWatch {
         control.plugin = plugin;
-        let lease = match &control.pause_gate {
-            Some(gate) => Lease::paused(Arc::clone(&generation), Arc::clone(gate)),
-            None => Lease::serving(Arc::clone(&generation), probation.clone()),
-        };
-        slot.current.store(Arc::new(lease));
         control.probation = probation;
+        slot.current.store(Arc::new(control.lease(&generation)));
         // Most publications keep the dependencies: skip the store (and its wait for readers).
         if **slot.dependencies.load() != *dependencies {
             slot.dependencies.store(Arc::clone(&dependencies));

@@ -121,8 +121,24 @@ pub struct ServiceStatus {
     pub current: Option<GenerationStatus>,
     /// Earlier generations kept loaded for rollback, most recent first.
     pub history: Vec<GenerationStatus>,
+    /// The canary release running beside `current`, if one is.
+    pub canary: Option<CanaryStatus>,
     /// The outcome of the last periodic health check (true before the first).
     pub healthy: bool,
+}
+
+/// A canary release, for operators.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CanaryStatus {
+    /// The canary's generation.
+    pub generation: GenerationStatus,
+    /// The share of calls it takes.
+    pub weight: f64,
+    /// The calls it has answered so far.
+    pub calls: u64,
+    /// How many of them failed (errors and panics; refusals are not failures).
+    pub failures: u64,
 }
 
 /// One generation, for operators.

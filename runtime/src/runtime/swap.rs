@@ -13,11 +13,11 @@ use super::lifecycle::{merge, refused, validate_dependencies};
 use super::slot::Control;
 use super::{LoadOptions, ServiceState, Shared, Slot, SwapReport};
 use crate::events::{EventKind, RollbackReason};
-use crate::generation::{Generation, GenerationId, Lease};
+use crate::generation::{Generation, GenerationId};
 use crate::loader::Plugin;
 use crate::probation::Probation;
 use crate::supervisor::SupervisorEvent;
-use crate::{Error, gate};
+use crate::{CanaryPolicy, Error, gate};
 
 /// What [`Shared::install`] did with a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +63,26 @@ pub(super) enum Candidate<'a> {
 
 impl Shared {
     pub(super) fn swap_one(&self, slot: &Slot, path: &Path) -> Result<SwapReport, Error> {
-        self.swap_to(slot, Candidate::Path(path), Requirement::Keep)
+        self.swap_to(slot, Candidate::Path(path), Requirement::Keep, None)
     }
 
     /// Swaps `slot` to a build given by its path or already loaded. With
     /// [`Requirement::Lift`] (a `replace`), the new build's interface version becomes the
-    /// service's requirement instead of having to satisfy it.
+    /// service's requirement instead of having to satisfy it. With a `canary` policy the new
+    /// build is released as a canary beside the one serving instead of replacing it.
     pub(super) fn swap_to(
         &self,
         slot: &Slot,
         candidate: Candidate<'_>,
         requirement: Requirement,
+        canary: Option<&CanaryPolicy>,
     ) -> Result<SwapReport, Error> {
         let started = Instant::now();
+        if let Some(policy) = canary
+            && !(0.0..=1.0).contains(&policy.weight)
+        {
+            return Err(Error::InvalidWeight { weight: policy.weight });
+        }
         // The file work (open, checks, copy, `dlopen`) happens before the control lock is taken:
         // a slow or stuck file must never hold up a rollback or any other operation on the
         // service. A refused file is logged with the version serving now.
@@ -109,6 +116,25 @@ impl Shared {
         };
         let from = serving.version().clone();
         let refusal = refused(Some((&slot.name, &from)));
+        if let Some(canary) = &control.canary {
+            return Err(Error::CanaryInProgress {
+                service: slot.name.clone(),
+                operation,
+                canary: canary.generation.version().clone(),
+            });
+        }
+        if canary.is_some() {
+            let stateful =
+                [serving.info(), plugin.info()].into_iter().find(|i| i.state_format.is_some());
+            if let Some(info) = stateful {
+                let error = Error::StatefulCanary {
+                    service: slot.name.clone(),
+                    version: info.plugin_version.clone(),
+                };
+                refusal(&error);
+                return Err(error);
+            }
+        }
         let template = control.plugin.info().service.clone();
         let requirement = match requirement {
             Requirement::Keep => Arc::clone(&control.requirement),
@@ -141,6 +167,22 @@ impl Shared {
                 }
             };
         crate::fault::point("swap/created");
+        if let Some(policy) = canary {
+            let checked = {
+                let _dependencies = self.dependency_lock.lock();
+                self.check_dependents(&slot.name, &interface_version)
+                    .and_then(|()| self.check_dependencies(&slot.name, &dependencies))
+            };
+            checked.inspect_err(&refusal)?;
+            drop(refusal);
+            return Ok(self.release_canary(
+                slot,
+                &mut control,
+                (generation, plugin, dependencies, requirement),
+                policy,
+                started,
+            ));
+        }
         let probation = self.probation_for(&generation);
         let previous = {
             // Checked and published as one step: no dependent can start, and no dependency
@@ -165,26 +207,7 @@ impl Shared {
             control.serving.as_ref().map(|g| g.version().clone()).unwrap_or_else(|| from.clone());
         let id = control.serving.as_ref().map_or(GenerationId(0), |g| g.id());
         crate::fault::point("swap/published");
-        if let (Some(store), Some(serving)) = (&self.store, &control.serving) {
-            // The manifest names the new build current; the committed one is unchanged, so a
-            // crash from here on comes back on the committed build whatever the file holds.
-            let recorded = store.manifest(&slot.name).and_then(|manifest| {
-                let current = store.archive(
-                    &slot.name,
-                    &to.to_string(),
-                    &serving.info().staged,
-                    serving.plugin().sha256(),
-                )?;
-                let committed = manifest.map_or_else(|| current.clone(), |m| m.committed);
-                store.write(
-                    &crate::Manifest { service: slot.name.clone(), current, committed },
-                    "swap",
-                )
-            });
-            if let Err(error) = recorded {
-                tracing::error!(service = %slot.name, version = %to, %error, "recording the swap in the state directory failed");
-            }
-        }
+        self.record_current(slot, &control);
         drop(control);
         if let Some(probation) = probation {
             let _ = self
@@ -221,6 +244,27 @@ impl Shared {
             });
         }
         self.quiesce(slot, control, serving).map(Some)
+    }
+
+    /// Records the build serving `slot` as current in the state directory's manifest; the
+    /// committed one is unchanged, so a crash from here on comes back on the committed build
+    /// whatever the file holds. A failure is logged: the swap has happened.
+    pub(super) fn record_current(&self, slot: &Slot, control: &Control) {
+        let (Some(store), Some(serving)) = (&self.store, &control.serving) else { return };
+        let version = serving.version().to_string();
+        let recorded = store.manifest(&slot.name).and_then(|manifest| {
+            let current = store.archive(
+                &slot.name,
+                &version,
+                &serving.info().staged,
+                serving.plugin().sha256(),
+            )?;
+            let committed = manifest.map_or_else(|| current.clone(), |m| m.committed);
+            store.write(&crate::Manifest { service: slot.name.clone(), current, committed }, "swap")
+        });
+        if let Err(error) = recorded {
+            tracing::error!(service = %slot.name, version, %error, "recording the swap in the state directory failed");
+        }
     }
 
     pub(super) fn probation_for(&self, generation: &Generation) -> Option<Arc<Probation>> {
@@ -272,6 +316,13 @@ impl Shared {
                 state,
             });
         };
+        if let Some(canary) = &control.canary {
+            return Err(Error::CanaryInProgress {
+                service: slot.name.clone(),
+                operation: "roll back",
+                canary: canary.generation.version().clone(),
+            });
+        }
         let Some((target, dependencies)) = control.history.front().cloned() else {
             return Err(Error::NoRollbackTarget { service: slot.name.clone() });
         };
@@ -369,6 +420,10 @@ impl Shared {
         let Some(serving) = control.serving.clone().filter(|g| g.id() == generation) else {
             return;
         };
+        if control.canary.is_some() {
+            // The build serving failed its window: the canary, newer still, goes first.
+            self.drop_canary(slot, &mut control, "the build serving is rolled back", true);
+        }
         let Err(error) =
             self.rollback_locked(slot, &mut control, RollbackReason::Automatic(why.to_owned()))
         else {
@@ -378,9 +433,7 @@ impl Shared {
         // for its counters, and it is not judged again) and say so.
         if control.probation.as_ref().is_some_and(|p| p.generation == generation) {
             control.probation = None;
-            if control.pause_gate.is_none() {
-                slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
-            }
+            slot.current.store(Arc::new(control.lease(&serving)));
         }
         drop(control);
         let version = serving.version().clone();
@@ -438,9 +491,7 @@ impl Shared {
             return;
         };
         control.probation = None;
-        if control.pause_gate.is_none() {
-            slot.current.store(Arc::new(Lease::serving(Arc::clone(&serving), None)));
-        }
+        slot.current.store(Arc::new(control.lease(&serving)));
         drop(control);
         if self.config.commit_after_probation
             && let Err(error) = self.commit(slot)
@@ -498,6 +549,7 @@ impl Shared {
                     &slot,
                     Candidate::Loaded(Box::new(plugin), true),
                     Requirement::Keep,
+                    None,
                 )?;
                 Ok(Installed::Swapped { service, from: report.from, to: report.to })
             }
@@ -509,6 +561,7 @@ impl Shared {
                     &slot,
                     Candidate::Loaded(Box::new(plugin), false),
                     Requirement::Keep,
+                    None,
                 )?;
                 Ok(Installed::Swapped { service, from: report.from, to: report.to })
             }
