@@ -30,6 +30,14 @@
 //!   soon a retired build stops costing anything but its mapping.
 //! - `swap/rollback`, in absolute nanoseconds: republishing a build still loaded, with no disk
 //!   and no `dlopen`. It bounds how fast an operator can back out of a bad swap.
+//! - `stateful/swap_pause_1mb` ÷ `stateful/export_import_1mb`: how long a stateful handoff
+//!   holds calls back, over the plugin's own work. `swap_pause_1mb` restarts a key-value store
+//!   holding 1 MiB (16 values of 64 KiB) through the runtime: calls are held, the running ones
+//!   waited for, the state exported, a new instance imported from it and health-checked, and
+//!   published. That is the part of a stateful swap during which calls wait (a swap's file work
+//!   and `dlopen` happen before calls are held), so this is the pause a swap imposes.
+//!   `export_import_1mb` is its floor: the same plugin's export and import entry points called
+//!   directly on an instance holding the same 1 MiB (and the imported instance destroyed).
 //! - `lifecycle/start_all_parallel` ÷ `lifecycle/start_all_sequential`: `Runtime::start_all` of
 //!   50 worker services in a 5-level dependency graph (10 per level, `w0-0` to `w4-9`; each
 //!   service of a level depends on two of the level before), so it starts in 5 waves of 10. Each
@@ -51,8 +59,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use graft_plugin_api::abi::{
-    ABI_VERSION, CallFn, DestroyFn, ENTRY_SYMBOL, EntryFn, HostApi, MAGIC, RawBytes, RawStr,
-    STATUS_OK, WriteSink,
+    ABI_VERSION, CallFn, DestroyFn, ENTRY_SYMBOL, EntryFn, ExportStateFn, HostApi, ImportStateFn,
+    MAGIC, RawBytes, RawStr, STATUS_OK, WriteSink,
 };
 use graft_runtime::{CanaryPolicy, LoadOptions, Runtime, ServiceHandle, SwapStrategy};
 use graft_tests::Fixture;
@@ -80,7 +88,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = calls, swap, lifecycle, watch
+    targets = calls, swap, stateful, lifecycle, watch
 }
 criterion_main!(benches);
 
@@ -90,7 +98,7 @@ fn calls(c: &mut Criterion) {
     let dir = temp_dir();
     let copy = graft_tests::copy_to(Fixture::Greeter1_0, dir.path(), "raw-greeter.so")
         .expect("copying greeter 1.0 for the raw baseline");
-    let raw = RawGreeter::open(&copy);
+    let raw = RawPlugin::open(&copy, "greeter");
 
     let runtime = Runtime::builder().build().expect("building a runtime");
     runtime.load_and_start(fixture(Fixture::Greeter1_0)).expect("loading greeter 1.0");
@@ -105,7 +113,7 @@ fn calls(c: &mut Criterion) {
         b.iter(|| {
             let output_sink = WriteSink::for_vec(&mut output);
             let error_sink = WriteSink::for_vec(&mut error);
-            // SAFETY: `raw.call` and `raw.instance` are live until `raw` drops (`RawGreeter`'s
+            // SAFETY: `raw.call` and `raw.instance` are live until `raw` drops (`RawPlugin`'s
             // invariant); method and input are `'static`; the sinks borrow untouched vectors.
             unsafe {
                 (raw.call)(
@@ -275,6 +283,57 @@ fn swap(c: &mut Criterion) {
     group.finish();
 }
 
+/// The state `stateful` benchmarks hand over: 16 keys of 64 KiB, 1 MiB in all.
+fn fill_one_mib(put: impl Fn(&[u8])) {
+    for key in 0..16u8 {
+        let mut input = format!("key-{key:02}\0").into_bytes();
+        input.extend(std::iter::repeat_n(key, 64 * 1024));
+        put(&input);
+    }
+}
+
+/// `stateful/export_import_1mb` and `stateful/swap_pause_1mb`.
+fn stateful(c: &mut Criterion) {
+    let dir = temp_dir();
+    let mut group = c.benchmark_group("stateful");
+    group.sample_size(30);
+
+    let copy = graft_tests::copy_to(Fixture::Kv1_0, dir.path(), "raw-kv.so")
+        .expect("copying kv 1.0 for the raw baseline");
+    let raw = RawPlugin::open(&copy, "kv");
+    fill_one_mib(|input| {
+        raw.call("put", input);
+    });
+    let mut state = Vec::new();
+    group.bench_function("export_import_1mb", |b| {
+        b.iter_custom(|iterations| {
+            let mut handing = Duration::ZERO;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let format = raw.export(&mut state);
+                raw.import_and_destroy(format, &state);
+                handing += start.elapsed();
+            }
+            handing
+        });
+    });
+    assert!(state.len() > 1 << 20, "the state holds 1 MiB");
+    drop(raw);
+
+    let runtime = Runtime::builder().build().expect("building a runtime");
+    runtime.load_and_start(fixture(Fixture::Kv1_0)).expect("loading kv 1.0");
+    let kv = runtime.handle("kv").expect("a handle to kv");
+    fill_one_mib(|input| {
+        kv.call_to_vec("put", input).expect("a put");
+    });
+    group.bench_function("swap_pause_1mb", |b| {
+        b.iter(|| runtime.restart("kv").expect("restarting kv"));
+    });
+    assert_eq!(kv.call_to_vec("len", b"").expect("len"), b"16");
+    drop(runtime);
+    group.finish();
+}
+
 /// `lifecycle/start_all_parallel` and `lifecycle/start_all_sequential`.
 fn lifecycle(c: &mut Criterion) {
     let worker = fixture(Fixture::Worker);
@@ -341,21 +400,24 @@ fn load_graph(worker: &Path, staging: &Path, concurrency: usize) -> Runtime {
 
 /// A greeter 1.0 instance made by hand from its library, with no runtime in between.
 ///
-/// Invariant: `instance` was made by the `create` of `library` with `_host`, and `call` and
+/// Invariant: `instance` was made by the `create` of `library` with `host`, and `call` and
 /// `destroy` are that library's entry points. `Drop` destroys the instance once, then closes
-/// `library`; `_host` is dropped after both.
-struct RawGreeter {
+/// `library`; `host` is dropped after both.
+struct RawPlugin {
     instance: *mut c_void,
     call: CallFn,
     destroy: DestroyFn,
+    /// A stateful plugin's export and import entry points, and its state format.
+    state: Option<(ExportStateFn, ImportStateFn, u32)>,
     library: Option<Library>,
-    /// Never read here: the instance holds a pointer to it until it is destroyed.
-    _host: Box<HostApi>,
+    /// The instance holds a pointer to it until it is destroyed; imports get it too.
+    host: Box<HostApi>,
 }
 
-impl RawGreeter {
-    /// Opens the greeter library at `path` and creates an instance.
-    fn open(path: &Path) -> RawGreeter {
+impl RawPlugin {
+    /// Opens the plugin library at `path` (a greeter or a key-value store built from this
+    /// workspace), serving as `service`, and creates an instance.
+    fn open(path: &Path, service: &'static str) -> RawPlugin {
         // SAFETY: loading runs the library's initialisers; `path` is a copy of the greeter built
         // from this workspace, which we trust as the runtime trusts the files it loads.
         let library = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
@@ -378,11 +440,11 @@ impl RawGreeter {
         let call = descriptor.call.expect("the greeter has a call entry point");
         let destroy = descriptor.destroy.expect("the greeter has a destroy entry point");
 
-        // Boxed so that its address, which the instance keeps, does not move with `RawGreeter`.
+        // Boxed so that its address, which the instance keeps, does not move with `RawPlugin`.
         let host = Box::new(HostApi {
             size: std::mem::size_of::<HostApi>(),
             ctx: std::ptr::null(),
-            service: RawStr::new("greeter"),
+            service: RawStr::new(service),
             version: RawStr::new("1.0.0"),
             log: ignore_log,
             call_service: refuse_calls,
@@ -398,11 +460,73 @@ impl RawGreeter {
         let status = unsafe { create(&*host, &mut instance, &error) };
         assert_eq!(status, STATUS_OK, "create failed: {}", String::from_utf8_lossy(&message));
         assert!(!instance.is_null(), "create returned no instance");
-        RawGreeter { instance, call, destroy, library: Some(library), _host: host }
+        let state = match (descriptor.export_state, descriptor.import_state) {
+            (Some(export), Some(import)) => Some((export, import, descriptor.state_format)),
+            _ => None,
+        };
+        RawPlugin { instance, call, destroy, state, library: Some(library), host }
+    }
+
+    /// Calls `method` with `input` and returns the answer; panics on any failure.
+    fn call(&self, method: &str, input: &[u8]) -> Vec<u8> {
+        let (mut output, mut message) = (Vec::new(), Vec::new());
+        let status = {
+            let (output_sink, error_sink) =
+                (WriteSink::for_vec(&mut output), WriteSink::for_vec(&mut message));
+            // SAFETY: `call` and `instance` are live until `self` drops (the type's invariant);
+            // method and input are valid for the call; the sinks borrow untouched vectors.
+            unsafe {
+                (self.call)(
+                    self.instance,
+                    RawStr::new(method),
+                    RawBytes::new(input),
+                    &output_sink,
+                    &error_sink,
+                )
+            }
+        };
+        assert_eq!(status, STATUS_OK, "{method} failed: {}", String::from_utf8_lossy(&message));
+        output
+    }
+
+    /// Exports the instance's state into `state` (cleared first) and returns its format.
+    fn export(&self, state: &mut Vec<u8>) -> u32 {
+        let (export, _, format) = self.state.expect("a stateful plugin");
+        state.clear();
+        let mut message = Vec::new();
+        let status = {
+            let (state_sink, error_sink) =
+                (WriteSink::for_vec(state), WriteSink::for_vec(&mut message));
+            // SAFETY: `export` comes from the open library and `instance` is live (the type's
+            // invariant); no call runs in it (`&self` on one thread); the sinks borrow vectors
+            // nothing else touches during the call.
+            unsafe { export(self.instance, &state_sink, &error_sink) }
+        };
+        assert_eq!(status, STATUS_OK, "export failed: {}", String::from_utf8_lossy(&message));
+        format
+    }
+
+    /// Creates a second instance from `state` of `format`, and destroys it again.
+    fn import_and_destroy(&self, format: u32, state: &[u8]) {
+        let (_, import, _) = self.state.expect("a stateful plugin");
+        let mut instance: *mut c_void = std::ptr::null_mut();
+        let mut message = Vec::new();
+        let error = WriteSink::for_vec(&mut message);
+        // SAFETY: `import` comes from the open library; the host table lives as long as `self`,
+        // beyond the instance destroyed below; `state` and the out pointer are valid for the
+        // call, and the sink borrows `message` alone.
+        let status =
+            unsafe { import(&*self.host, format, RawBytes::new(state), &mut instance, &error) };
+        assert_eq!(status, STATUS_OK, "import failed: {}", String::from_utf8_lossy(&message));
+        black_box(instance);
+        // SAFETY: `instance` was just created by this library and is destroyed once, here, with
+        // no call running in it.
+        let status = unsafe { (self.destroy)(instance, &error) };
+        assert_eq!(status, STATUS_OK, "destroy failed");
     }
 }
 
-impl Drop for RawGreeter {
+impl Drop for RawPlugin {
     fn drop(&mut self) {
         let mut message = Vec::new();
         let error = WriteSink::for_vec(&mut message);
