@@ -101,19 +101,7 @@ impl ServiceHandle {
             }
             return result;
         }
-        self.call_routed(lease, method, input, output)
-    }
-
-    /// A call through a lease without a single target: one releasing a canary (routed here,
-    /// from the lease already read), or one that makes calls wait.
-    #[inline(never)]
-    fn call_routed(
-        &self,
-        lease: arc_swap::Guard<Arc<Lease>>,
-        method: &str,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> Result<(), Error> {
+        // A service releasing a canary: the lease routes each call to one of its two targets.
         if let Some((through, target)) = lease.route() {
             let result = through.invoke(target, method, input, output);
             if through.probation().is_some() {

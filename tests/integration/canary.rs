@@ -256,3 +256,29 @@ fn a_stateful_service_is_never_released_as_a_canary() {
     );
     assert!(matches!(refused, Err(Error::StatefulCanary { .. })), "{refused:?}");
 }
+
+/// A canary's refusals (here, an unknown method) are the service's own "no", not failures: a
+/// canary that tolerates no failure is promoted through them.
+#[test]
+fn a_canary_is_not_aborted_for_its_refusals() {
+    let policy = CanaryPolicy {
+        weight: 1.0,
+        calls: 50,
+        max_failures: 0,
+        max_failure_rate: 0.0,
+        min_calls: 1,
+    };
+    let setup = with_canary(Fixture::Greeter1_1, SwapStrategy::Canary(policy));
+    let events = setup.runtime.subscribe();
+    let greeter = setup.runtime.handle("greeter").unwrap();
+    for _ in 0..50 {
+        match greeter.call_to_vec("no-such-method", b"") {
+            Err(Error::Refused { version, .. }) => assert_eq!(version.to_string(), "1.1.0"),
+            other => panic!("expected a refusal from the canary, got {other:?}"),
+        }
+    }
+    let event = wait_for(&events, |e| {
+        matches!(e.kind, EventKind::CanaryPromoted { .. } | EventKind::CanaryAborted { .. })
+    });
+    assert!(matches!(event.kind, EventKind::CanaryPromoted { automatic: true, .. }), "{event:?}");
+}
