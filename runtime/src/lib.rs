@@ -25,6 +25,14 @@
 //! runtime rolls it back by itself. A service whose start fails is restarted with a growing
 //! back-off ([`RestartPolicy`]) until it fails too often, and then stays failed until reset.
 //!
+//! A stateful service (a plugin that implements `graft_plugin_api::Stateful`) keeps its state
+//! across a swap, a restart and a rollback: calls are held back (they wait, they do not fail)
+//! while the old instance's state is exported and the new instance is created from it, and any
+//! failure lets the old instance serve on with its state. Stopping it saves its state, in the
+//! state directory if there is one, and the next load or [`Runtime::restore`] takes it back.
+//! A stateless service can instead be released as a canary ([`Runtime::swap_with`] with
+//! [`SwapStrategy::Canary`]), taking a share of the calls until its calls promote or abort it.
+//!
 //! ```no_run
 //! use graft_runtime::Runtime;
 //!

@@ -397,6 +397,11 @@ impl Shared {
         mut control: MutexGuard<'_, Control>,
         serving: Arc<Generation>,
     ) -> Result<StopReport, Error> {
+        // Refused before any pause when dependents run (and checked again before the stop).
+        let dependents = self.running_dependents(&slot.name);
+        if !dependents.is_empty() {
+            return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
+        }
         let quiesced = self.quiesce_within(slot, &control, &serving, self.config.stop_deadline)?;
         let (format, bytes) = quiesced.state.clone();
         let saved = SavedState { format, version: serving.version().to_string(), bytes };
