@@ -512,11 +512,11 @@ impl RawPlugin {
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut message = Vec::new();
         let error = WriteSink::for_vec(&mut message);
+        let (host, state) = (&*self.host, RawBytes::new(state));
         // SAFETY: `import` comes from the open library; the host table lives as long as `self`,
         // beyond the instance destroyed below; `state` and the out pointer are valid for the
         // call, and the sink borrows `message` alone.
-        let status =
-            unsafe { import(&*self.host, format, RawBytes::new(state), &mut instance, &error) };
+        let status = unsafe { import(host, format, state, &mut instance, &error) };
         assert_eq!(status, STATUS_OK, "import failed: {}", String::from_utf8_lossy(&message));
         black_box(instance);
         // SAFETY: `instance` was just created by this library and is destroyed once, here, with

@@ -2,12 +2,11 @@
 //! verdict and by hand, the operations refused while one runs, and the stateful refusal.
 
 use graft_runtime::{
-    CanaryPolicy, Error, Event, EventKind, EventReceiver, ProbationPolicy, Runtime, RuntimeBuilder,
-    SwapStrategy,
+    CanaryPolicy, Error, EventKind, ProbationPolicy, Runtime, RuntimeBuilder, SwapStrategy,
 };
 use graft_tests::Fixture;
 
-use super::{PATIENCE, Setup, greeting};
+use super::{PATIENCE, Setup, greeting, wait_for};
 
 fn quiet() -> RuntimeBuilder {
     Runtime::builder().probation(ProbationPolicy::disabled()).health_interval(None)
@@ -22,18 +21,6 @@ fn never_judged(weight: f64) -> SwapStrategy {
         max_failure_rate: f64::NAN,
         min_calls: u64::MAX,
     })
-}
-
-/// The first event that `pick` accepts, waiting at most [`PATIENCE`].
-fn wait_for(events: &EventReceiver, pick: impl Fn(&Event) -> bool) -> Event {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        match events.recv_deadline(deadline) {
-            Ok(event) if pick(&event) => return event,
-            Ok(_) => continue,
-            Err(e) => panic!("no such event within {PATIENCE:?}: {e}"),
-        }
-    }
 }
 
 /// Greeter 1.0 serving, with a canary of `canary` released at `strategy`.

@@ -81,3 +81,29 @@ pub fn mapped(path: &Path) -> bool {
 
 /// A generous bound for waits that should finish at once; only a broken runtime reaches it.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The first event that `pick` accepts, waiting at most [`PATIENCE`].
+pub fn wait_for(
+    events: &graft_runtime::EventReceiver,
+    pick: impl Fn(&graft_runtime::Event) -> bool,
+) -> graft_runtime::Event {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(event) if pick(&event) => return event,
+            Ok(_) => continue,
+            Err(e) => panic!("no such event within {PATIENCE:?}: {e}"),
+        }
+    }
+}
+
+/// A probation window that fails at the first failed call and otherwise stays open a minute.
+pub fn strict_probation() -> graft_runtime::ProbationPolicy {
+    graft_runtime::ProbationPolicy {
+        calls: 1000,
+        duration: std::time::Duration::from_secs(60),
+        max_failures: 0,
+        max_failure_rate: 1.0,
+        min_calls: u64::MAX,
+    }
+}

@@ -4,24 +4,10 @@
 use std::time::Duration;
 
 use graft_runtime::semver::VersionReq;
-use graft_runtime::{
-    Error, Event, EventKind, EventReceiver, LoadOptions, ProbationPolicy, Runtime, ServiceState,
-};
+use graft_runtime::{Error, EventKind, LoadOptions, ProbationPolicy, Runtime, ServiceState};
 use graft_tests::Fixture;
 
-use super::{PATIENCE, Setup, greeting};
-
-/// The first event that `pick` accepts, waiting at most [`PATIENCE`].
-fn wait_for(events: &EventReceiver, pick: impl Fn(&Event) -> bool) -> Event {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        match events.recv_deadline(deadline) {
-            Ok(event) if pick(&event) => return event,
-            Ok(_) => continue,
-            Err(e) => panic!("no such event within {PATIENCE:?}: {e}"),
-        }
-    }
-}
+use super::{Setup, greeting, strict_probation, wait_for};
 
 /// Loads the worker template as `name`, depending on `greeter` with `requirement`, and starts it.
 fn start_dependent(setup: &Setup, name: &str, requirement: &str) {
@@ -31,17 +17,6 @@ fn start_dependent(setup: &Setup, name: &str, requirement: &str) {
         .depends_on("greeter", VersionReq::parse(requirement).unwrap());
     setup.runtime.load_with(path, options).unwrap();
     setup.runtime.start(name).unwrap();
-}
-
-/// A probation that fails at the first failed call and otherwise stays open for a minute.
-fn strict_probation() -> ProbationPolicy {
-    ProbationPolicy {
-        calls: 1000,
-        duration: Duration::from_secs(60),
-        max_failures: 0,
-        max_failure_rate: 1.0,
-        min_calls: u64::MAX,
-    }
 }
 
 /// Calls greeter's `greet` until one call fails (the flaky build panics on every fourth).

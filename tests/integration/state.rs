@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use graft_runtime::{Error, EventKind, ProbationPolicy, Runtime, RuntimeBuilder, ServiceState};
 use graft_tests::Fixture;
 
-use super::{PATIENCE, Setup};
+use super::{PATIENCE, Setup, strict_probation};
 
 /// No probation and no periodic health check: only the test changes the service.
 fn quiet() -> RuntimeBuilder {
@@ -202,17 +201,6 @@ fn a_rollback_to_a_build_that_refuses_the_newer_format_is_refused() {
     assert_eq!(version(runtime), "1.1.0");
     assert_eq!(count(runtime), 2);
     assert_eq!(runtime.state("counter").unwrap(), ServiceState::Running);
-}
-
-/// A probation window that fails at the first failed call.
-fn strict_probation() -> ProbationPolicy {
-    ProbationPolicy {
-        calls: 1000,
-        duration: Duration::from_secs(60),
-        max_failures: 0,
-        max_failure_rate: 1.0,
-        min_calls: u64::MAX,
-    }
 }
 
 #[test]
