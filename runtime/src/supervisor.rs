@@ -235,12 +235,13 @@ impl State {
         let probations = std::mem::take(&mut self.probations);
         for (service, probation) in probations {
             // A window whose lease is no longer published (rolled back, swapped again, stopped)
-            // has nothing left to judge. A paused lease carries no counters but keeps the
-            // window open: it closes on time while paused, and resume publishes it again.
+            // has nothing left to judge. A paused lease, or one quiesced while a stateful
+            // operation runs, carries no counters but keeps the window open: it closes on time
+            // meanwhile, and the lease published after carries it again.
             let published = runtime.slot(&service).is_ok_and(|slot| {
                 let lease = slot.current.load();
                 lease.probation().is_some_and(|p| Arc::ptr_eq(p, &probation))
-                    || (lease.state() == ServiceState::Paused
+                    || ((lease.state() == ServiceState::Paused || lease.is_quiesced())
                         && lease.generation().is_some_and(|g| g.id() == probation.generation))
             });
             if !published {

@@ -7,6 +7,7 @@ mod dependencies;
 mod drain;
 mod events;
 mod files;
+mod handoff_stress;
 mod history;
 mod kv;
 mod lifecycle;
