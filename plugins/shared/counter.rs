@@ -9,7 +9,9 @@
 // handed to a new instance), `version`, and with `FAULTS`, `fail` (a failure, as a probation
 // window counts them) and `fault` with input `export`,
 // `import`, `import-panic`, `health` or `none`: the step of the next handover that fails. A fault
-// of the import or the health check travels in the state to the next build.
+// of the import or the health check travels in the state to the next build. The step
+// `export-calls-self` makes the export call the counter's own `get` through the host and fail
+// with what that call answered.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,7 @@ use graft_plugin_api::{Error, Host, Output, Service, Stateful};
 /// The counter.
 #[derive(Debug)]
 pub struct Counter {
+    host: Host,
     count: AtomicU64,
     handovers: u64,
     fault: Mutex<String>,
@@ -31,8 +34,8 @@ impl Counter {
 }
 
 impl Service for Counter {
-    fn create(_host: Host) -> Result<Self, Error> {
-        Ok(Counter { count: AtomicU64::new(0), handovers: 0, fault: Mutex::new(String::new()) })
+    fn create(host: Host) -> Result<Self, Error> {
+        Ok(Counter { host, count: AtomicU64::new(0), handovers: 0, fault: Mutex::new(String::new()) })
     }
 
     fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
@@ -44,7 +47,7 @@ impl Service for Counter {
             "fail" if FAULTS => return Err(Error::new("this call fails on purpose")),
             "fault" if FAULTS => {
                 let step = std::str::from_utf8(input).map_err(Error::invalid_input)?;
-                if !["export", "import", "import-panic", "health", "none"].contains(&step) {
+                if !["export", "export-calls-self", "import", "import-panic", "health", "none"].contains(&step) {
                     return Err(Error::invalid_input(format_args!("no fault step `{step}`")));
                 }
                 *self.fault.lock().map_err(|_| Error::new("poisoned"))? =
@@ -71,6 +74,13 @@ impl Stateful for Counter {
         if FAULTS && fault == "export" {
             return Err(Error::new("export failed on purpose"));
         }
+        if FAULTS && fault == "export-calls-self" {
+            let answer = match self.host.call("counter", "get", b"", &mut Vec::new()) {
+                Ok(()) => "answered".to_owned(),
+                Err(error) => error.message().to_owned(),
+            };
+            return Err(Error::new(format_args!("the export's call to itself: {answer}")));
+        }
         state.write(&self.count.load(Ordering::SeqCst).to_le_bytes())?;
         if FORMAT >= 2 {
             state.write(&self.handovers.to_le_bytes())?;
@@ -79,7 +89,7 @@ impl Stateful for Counter {
         Ok(())
     }
 
-    fn from_state(_host: Host, format: u32, state: &[u8]) -> Result<Self, Error> {
+    fn from_state(host: Host, format: u32, state: &[u8]) -> Result<Self, Error> {
         if format == 0 || (format > FORMAT && !READS_LATER) {
             return Err(Error::unknown_state_format(format, FORMAT));
         }
@@ -100,6 +110,6 @@ impl Stateful for Counter {
         if FAULTS && fault == "import-panic" {
             panic!("import panicked on purpose");
         }
-        Ok(Counter { count: AtomicU64::new(count), handovers: handovers + 1, fault: Mutex::new(fault) })
+        Ok(Counter { host, count: AtomicU64::new(count), handovers: handovers + 1, fault: Mutex::new(fault) })
     }
 }

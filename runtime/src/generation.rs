@@ -698,6 +698,11 @@ impl Lease {
         self.probation.as_ref()
     }
 
+    /// The canary's generation, for a lease releasing one.
+    pub fn canary(&self) -> Option<&Arc<Generation>> {
+        self.canary.as_deref().and_then(|route| route.lease.generation())
+    }
+
     /// Whether calls are held back while the generation's state is moved: then nothing may
     /// run in its instance, not even a health check.
     pub fn is_quiesced(&self) -> bool {
@@ -813,11 +818,38 @@ impl Drop for Lease {
     }
 }
 
-/// Where calls wait while a service is paused or starting: they block until it opens.
+/// Where calls wait while a service is paused, starting or handing its state over: they block
+/// until it opens.
+///
+/// It also counts the calls that wait on it and, once it opened, the ones it woke that have
+/// not yet read the service's next publication (each holds a [`Passage`]). An operation that is
+/// about to hold calls back again waits for those first ([`Gate::wait_passed`]): otherwise a
+/// call woken by one handover could read the next one's gate before it ever ran, and handovers
+/// back to back would hold it until its deadline.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    open: Mutex<bool>,
-    opened: Condvar,
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    /// Calls waiting on the gate, or woken by it and holding their [`Passage`].
+    waiting: usize,
+}
+
+/// A call woken by an open gate, until it has read the service's next publication (and holds
+/// it, if it serves, for as long as it runs). Dropping it tells the gate the call has passed.
+#[derive(Debug)]
+pub(crate) struct Passage {
+    gate: Arc<Gate>,
+}
+
+impl Drop for Passage {
+    fn drop(&mut self) {
+        self.gate.leave();
+    }
 }
 
 impl Gate {
@@ -827,22 +859,53 @@ impl Gate {
 
     /// Opens the gate for good: every waiter wakes and reads the service's state again.
     pub fn open(&self) {
-        *self.open.lock() = true;
-        self.opened.notify_all();
+        self.state.lock().open = true;
+        self.changed.notify_all();
     }
 
-    /// Waits until the gate opens or `deadline` passes (`None`: no deadline); true if it
-    /// opened.
-    pub fn wait(&self, deadline: Option<Instant>) -> bool {
-        let mut open = self.open.lock();
-        while !*open {
+    /// Waits until the gate opens or `deadline` passes (`None`: no deadline). If it opened,
+    /// the call holds the [`Passage`] until it has read the service's next publication.
+    pub fn wait(self: &Arc<Self>, deadline: Option<Instant>) -> Option<Passage> {
+        let mut state = self.state.lock();
+        state.waiting += 1;
+        while !state.open {
+            let timed_out = match deadline {
+                Some(deadline) => self.changed.wait_until(&mut state, deadline).timed_out(),
+                None => {
+                    self.changed.wait(&mut state);
+                    false
+                }
+            };
+            if timed_out && !state.open {
+                drop(state);
+                self.leave();
+                return None;
+            }
+        }
+        Some(Passage { gate: Arc::clone(self) })
+    }
+
+    fn leave(&self) {
+        let mut state = self.state.lock();
+        state.waiting = state.waiting.saturating_sub(1);
+        if state.waiting == 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits, at most `timeout`, until every call this gate woke has read the service's next
+    /// publication; true if they all did.
+    pub fn wait_passed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.state.lock();
+        while state.waiting > 0 {
             match deadline {
                 Some(deadline) => {
-                    if self.opened.wait_until(&mut open, deadline).timed_out() {
-                        return *open;
+                    if self.changed.wait_until(&mut state, deadline).timed_out() {
+                        return state.waiting == 0;
                     }
                 }
-                None => self.opened.wait(&mut open),
+                None => self.changed.wait(&mut state),
             }
         }
         true

@@ -116,11 +116,14 @@ impl ServiceHandle {
     #[cold]
     fn call_waiting(&self, method: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), Error> {
         let (start, deadline) = deadline(&self.slot);
+        // Held from the moment a gate woke this call until it holds the next publication.
+        let mut passage = None;
         loop {
             let lease = self.slot.current.load();
             if let Some((through, target)) =
                 lease.target().map(|target| (&**lease, target)).or_else(|| lease.route())
             {
+                drop(passage);
                 let result = through.invoke(target, method, input, output);
                 after_call(&self.slot, through, &result);
                 return result;
@@ -130,7 +133,9 @@ impl ServiceHandle {
                 return Err(Error::Stopped { service: self.slot.name.clone(), state });
             };
             drop(lease);
-            if !gate.wait(deadline) {
+            drop(passage);
+            passage = gate.wait(deadline);
+            if passage.is_none() {
                 return Err(Error::NotReady {
                     service: self.slot.name.clone(),
                     state: Some(state),
@@ -178,16 +183,18 @@ pub(crate) fn call_between(
     let start = Instant::now();
     // `None`: a deadline too far to represent, which never comes.
     let deadline = start.checked_add(shared.config.call_deadline);
-    if Creating::is_creating(shared.id, service) {
-        // The service is being created on this very thread (its `create` calls itself): waiting
-        // for it to start would wait for ourselves.
+    if let Some(state) = Occupied::on_this_thread(shared.id, service) {
+        // This very thread is creating the service's instance or exporting its state (its
+        // `create` or `export_state` calls itself): waiting for it would wait for ourselves.
         return Err(Error::NotReady {
             service: service.to_owned(),
-            state: Some(ServiceState::Starting),
+            state: Some(state),
             waited: Duration::ZERO,
         });
     }
     let mut backoff = Duration::from_millis(1);
+    // Held from the moment a gate woke this call until it holds the next publication.
+    let mut passage = None;
     loop {
         let slot = shared.services.read().get(service).cloned();
         let mut state = None;
@@ -196,6 +203,7 @@ pub(crate) fn call_between(
             if let Some((through, target)) =
                 lease.target().map(|target| (&**lease, target)).or_else(|| lease.route())
             {
+                drop(passage);
                 let result = through.invoke(target, method, input, output);
                 after_call(slot, through, &result);
                 return result;
@@ -209,7 +217,9 @@ pub(crate) fn call_between(
             }
             if let Some(gate) = lease.gate().cloned() {
                 drop(lease);
-                if gate.wait(deadline) {
+                drop(passage);
+                passage = gate.wait(deadline);
+                if passage.is_some() {
                     continue;
                 }
             }
@@ -246,35 +256,42 @@ fn deadline(slot: &Slot) -> (Instant, Option<Instant>) {
     (start, start.checked_add(wait))
 }
 
-/// Marks, on the current thread, a service whose instance is being created: a call from its own
-/// `create` to itself fails at once instead of waiting for a start that waits for it.
-pub(crate) struct Creating {
+/// Marks, on the current thread, a service whose instance is being created or whose state is
+/// being exported, with the state its callers see meanwhile: a call from that code to the
+/// service itself fails at once instead of waiting for an operation that waits for it.
+pub(crate) struct Occupied {
     key: (u64, String),
 }
 
 thread_local! {
-    static CREATING: std::cell::RefCell<Vec<(u64, String)>> =
+    static OCCUPIED: std::cell::RefCell<Vec<((u64, String), ServiceState)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl Creating {
-    pub fn enter(runtime: u64, service: &str) -> Creating {
+impl Occupied {
+    pub fn enter(runtime: u64, service: &str, state: ServiceState) -> Occupied {
         let key = (runtime, service.to_owned());
-        CREATING.with(|c| c.borrow_mut().push(key.clone()));
-        Creating { key }
+        OCCUPIED.with(|c| c.borrow_mut().push((key.clone(), state)));
+        Occupied { key }
     }
 
-    fn is_creating(runtime: u64, service: &str) -> bool {
-        CREATING.with(|c| c.borrow().iter().any(|(r, s)| *r == runtime && s == service))
+    fn on_this_thread(runtime: u64, service: &str) -> Option<ServiceState> {
+        OCCUPIED.with(|c| {
+            c.borrow()
+                .iter()
+                .rev()
+                .find(|((r, s), _)| *r == runtime && s == service)
+                .map(|(_, state)| *state)
+        })
     }
 }
 
-impl Drop for Creating {
+impl Drop for Occupied {
     fn drop(&mut self) {
-        CREATING.with(|c| {
-            let mut creating = c.borrow_mut();
-            if let Some(at) = creating.iter().rposition(|k| *k == self.key) {
-                creating.remove(at);
+        OCCUPIED.with(|c| {
+            let mut occupied = c.borrow_mut();
+            if let Some(at) = occupied.iter().rposition(|(k, _)| *k == self.key) {
+                occupied.remove(at);
             }
         });
     }

@@ -302,9 +302,22 @@ impl State {
                 );
             }
             let id = generation.id();
+            // A canary's health is checked too; a failure aborts it (a canary that answers
+            // its calls but says it is unhealthy must not be promoted by them).
+            let canary = lease.canary().map(|canary| (canary.id(), canary.check_health()));
             // As in `pass_probation`: no reference to the instance while taking a lock.
             drop(generation);
             drop(lease);
+            if let Some((canary, Err(error))) = canary {
+                let why = format!("health check failed: {error}");
+                match runtime.abort(&slot, Some(canary), &why) {
+                    // An operator or its calls' verdict ended it first.
+                    Ok(_) | Err(Error::NoCanary { .. }) => {}
+                    Err(error) => {
+                        tracing::error!(service = %slot.name, %error, "aborting a canary failed");
+                    }
+                }
+            }
             if let (Err(error), Some(probation)) = (outcome, probation)
                 && probation.generation == id
                 && probation.decide(Verdict::Fail(String::new())).is_some()

@@ -269,3 +269,50 @@ fn a_canary_is_not_aborted_for_its_refusals() {
     });
     assert!(matches!(event.kind, EventKind::CanaryPromoted { automatic: true, .. }), "{event:?}");
 }
+
+/// A canary whose health check fails (after passing the swap's) is aborted by the periodic
+/// health check, however its calls go: it answers them well, but must not be promoted.
+#[test]
+fn an_unhealthy_canary_is_aborted_by_the_health_check() {
+    let setup = Setup::with(
+        Runtime::builder()
+            .probation(ProbationPolicy::disabled())
+            .health_interval(Some(std::time::Duration::from_millis(5))),
+    );
+    let runtime = &setup.runtime;
+    let events = runtime.subscribe();
+    runtime.load_and_start(graft_tests::path(Fixture::Greeter1_0).unwrap()).unwrap();
+    let report = runtime
+        .swap_with("greeter", graft_tests::path(Fixture::Sickly).unwrap(), never_judged(0.5))
+        .unwrap();
+    let event = wait_for(&events, |e| matches!(e.kind, EventKind::CanaryAborted { .. }));
+    let EventKind::CanaryAborted { generation, reason } = event.kind else { unreachable!() };
+    assert_eq!(generation, report.generation);
+    assert!(reason.contains("health check failed"), "{reason}");
+    assert!(runtime.service_status("greeter").unwrap().canary.is_none());
+    let greeter = runtime.handle("greeter").unwrap();
+    for _ in 0..1_000 {
+        assert_eq!(greeter.call_to_vec("greet", b"n").unwrap(), greeting("n", "1.0.0"));
+    }
+}
+
+/// Promoting a canary by hand checks its health first: an unhealthy one is aborted instead,
+/// the promotion fails with the health check's error, and the stable build serves on.
+#[test]
+fn promoting_an_unhealthy_canary_aborts_it() {
+    let setup = with_canary(Fixture::Sickly, never_judged(0.5));
+    let runtime = &setup.runtime;
+    let events = runtime.subscribe();
+    let error = runtime.promote("greeter").unwrap_err();
+    assert!(
+        matches!(&error, Error::HealthCheckFailed { version, .. } if version.to_string() == "1.8.0"),
+        "{error:?}"
+    );
+    let event = wait_for(&events, |e| matches!(e.kind, EventKind::CanaryAborted { .. }));
+    assert!(
+        matches!(event.kind, EventKind::CanaryAborted { reason, .. } if reason.contains("before promotion"))
+    );
+    assert!(runtime.service_status("greeter").unwrap().canary.is_none());
+    assert_eq!(runtime.handle("greeter").unwrap().version().unwrap().to_string(), "1.0.0");
+    assert!(matches!(runtime.promote("greeter"), Err(Error::NoCanary { .. })));
+}

@@ -612,3 +612,74 @@ fn a_probation_window_still_closes_when_refused_handovers_overlap_the_supervisor
         }
     }
 }
+
+/// Handoffs back to back, each well within half the call deadline, must still answer every
+/// call they hold back within its deadline, as `Shared::quiesce_deadline` promises: a call held
+/// by one handoff must get its turn before the next handoff holds calls back again. 400
+/// restarts of a key-value store holding 8 MiB follow each other (each moves the state in
+/// milliseconds; the call deadline is 250 ms) while four threads write their own keys: no
+/// write may fail, and each key counts every write.
+#[test]
+fn back_to_back_restarts_of_a_large_state_answer_every_held_call_within_its_deadline() {
+    const MIB: usize = 8;
+    const RESTARTS: usize = 400;
+    const CALLERS: usize = 4;
+    let setup = Setup::with(quiet().call_deadline(Duration::from_millis(250)));
+    let runtime = &setup.runtime;
+    runtime.load_and_start(graft_tests::path(Fixture::Kv1_1).unwrap()).unwrap();
+    let kv = runtime.handle("kv").unwrap();
+    for i in 0..MIB {
+        let mut input = format!("big-{i}\0").into_bytes();
+        input.resize(input.len() + (1 << 20), b'x');
+        kv.call_to_vec("put", &input).unwrap();
+    }
+
+    let (go, stop) = (Barrier::new(CALLERS + 1), AtomicBool::new(false));
+    let (longest, callers) = std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|n| {
+                let (kv, go, stop) = (kv.clone(), &go, &stop);
+                scope.spawn(move || {
+                    let input = format!("caller-{n}\0v").into_bytes();
+                    let (mut issued, mut errors) = (0u64, Vec::new());
+                    go.wait();
+                    loop {
+                        let last = stop.load(Ordering::Acquire);
+                        issued += 1;
+                        if let Err(error) = kv.call_to_vec("put", &input) {
+                            errors.push(error);
+                        }
+                        if last {
+                            return (issued, errors);
+                        }
+                    }
+                })
+            })
+            .collect();
+        go.wait();
+        let mut longest = Duration::ZERO;
+        for _ in 0..RESTARTS {
+            let started = Instant::now();
+            runtime.restart("kv").unwrap();
+            longest = longest.max(started.elapsed());
+        }
+        stop.store(true, Ordering::Release);
+        let callers: Vec<_> = callers.into_iter().map(|c| c.join().expect("caller")).collect();
+        (longest, callers)
+    });
+    let failed: Vec<&Error> = callers.iter().flat_map(|(_, errors)| errors).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} writes failed (the longest of the {RESTARTS} restarts took {longest:?}), \
+         the first: {:?}",
+        failed.len(),
+        callers.iter().map(|(issued, _)| issued).sum::<u64>(),
+        failed[0]
+    );
+    for (n, (issued, _)) in callers.iter().enumerate() {
+        let writes = kv.call_to_vec("writes", format!("caller-{n}").as_bytes()).unwrap();
+        assert_eq!(writes, issued.to_string().into_bytes(), "caller {n}: every write counted");
+    }
+    assert_eq!(kv.call_to_vec("len", b"").unwrap(), (MIB + CALLERS).to_string().into_bytes());
+}

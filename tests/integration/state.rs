@@ -117,6 +117,34 @@ fn a_restart_hands_the_state_to_the_new_instance() {
     assert_eq!(runtime.call("counter", "handovers", b"").unwrap(), b"1");
 }
 
+/// An export that calls its own service through the host is answered at once (its calls are
+/// held back by the very handover running the export, so waiting would wait for itself): the
+/// handover fails with the export's error and the old instance serves on.
+#[test]
+fn an_export_calling_its_own_service_is_answered_at_once() {
+    // Long enough that a call waiting for the deadline would show in the error it reports.
+    let setup = Setup::with(quiet().call_deadline(std::time::Duration::from_secs(30)));
+    let runtime = &setup.runtime;
+    runtime.load_and_start(graft_tests::path(Fixture::CounterFaulty1).unwrap()).unwrap();
+    runtime.call("counter", "increment", b"").unwrap();
+    runtime.call("counter", "fault", b"export-calls-self").unwrap();
+    let generation = runtime.handle("counter").unwrap().generation();
+    let error = runtime.restart("counter").unwrap_err();
+    let Error::StateExportFailed { message, panicked: false, .. } = &error else {
+        panic!("expected StateExportFailed, got {error:?}");
+    };
+    // Refused without waiting: `NotReady` after zero time, while the service is running.
+    assert!(
+        message.contains("was not ready within 0ns (it is running)"),
+        "the export's call to itself: {message}"
+    );
+    assert_eq!(runtime.handle("counter").unwrap().generation(), generation);
+    runtime.call("counter", "fault", b"none").unwrap();
+    assert_eq!(count(runtime), 1);
+    runtime.restart("counter").unwrap();
+    assert_eq!(count(runtime), 1);
+}
+
 /// Each step of a handover that can fail: the swap returns its error, the old instance goes on
 /// serving with its state, and the calls made meanwhile all succeed.
 #[test]

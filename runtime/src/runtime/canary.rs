@@ -85,9 +85,22 @@ impl Shared {
     ) -> Result<SwapReport, Error> {
         let started = Instant::now();
         let mut control = slot.control.lock();
-        let Some(canary) =
-            control.canary.take_if(|c| only.is_none_or(|id| c.generation.id() == id))
+        let Some(candidate) = control
+            .canary
+            .as_ref()
+            .filter(|c| only.is_none_or(|id| c.generation.id() == id))
+            .map(|c| Arc::clone(&c.generation))
         else {
+            return Err(Error::NoCanary { service: slot.name.clone() });
+        };
+        // Its health is checked once more before it takes every call: a failure aborts it.
+        if let Err(error) = candidate.check_health() {
+            let why = format!("health check failed before promotion: {error}");
+            self.drop_canary(slot, &mut control, &why, true);
+            return Err(error);
+        }
+        drop(candidate);
+        let Some(canary) = control.canary.take() else {
             return Err(Error::NoCanary { service: slot.name.clone() });
         };
         let Some(serving) = control.serving.clone() else {
@@ -130,7 +143,7 @@ impl Shared {
     /// Aborts `slot`'s canary (with `only`, only if that generation is the canary): no new
     /// call goes to it, and it is retired once its running calls return. Returns a watch on
     /// it.
-    pub(super) fn abort(
+    pub(crate) fn abort(
         &self,
         slot: &Slot,
         only: Option<GenerationId>,

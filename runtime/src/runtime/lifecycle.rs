@@ -98,6 +98,7 @@ impl Shared {
             probation: None,
             unloaded: false,
             saved_state,
+            opened: None,
             canary: None,
         };
         let slot = Arc::new(Slot {
@@ -165,7 +166,7 @@ impl Shared {
         plugin: &Arc<Plugin>,
         state: Option<(u32, &[u8])>,
     ) -> Result<Arc<Generation>, Error> {
-        let _creating = crate::handle::Creating::enter(self.id, service);
+        let _creating = crate::handle::Occupied::enter(self.id, service, ServiceState::Starting);
         let id = GenerationId(self.next_generation.fetch_add(1, Ordering::Relaxed));
         let version = plugin.info().plugin_version.to_string();
         let host = host_api(self.id, &self.me, service, &version);
@@ -307,7 +308,7 @@ impl Shared {
             }
         };
         // Calls waiting for the start read the new state.
-        gate.open();
+        control.open(Arc::clone(&gate));
         outcome
     }
 
@@ -331,7 +332,7 @@ impl Shared {
         let Some(store) = &self.store else {
             return Err(Error::NoStateDir);
         };
-        let control = slot.control.lock();
+        let mut control = slot.control.lock();
         let state = slot.current.load().state();
         let Some(serving) = control.serving.clone().filter(|_| state.is_up()) else {
             return Err(Error::InvalidState {
@@ -346,9 +347,9 @@ impl Shared {
                 version: serving.version().clone(),
             });
         }
-        let quiesced = self.quiesce(slot, &control, &serving)?;
+        let quiesced = self.quiesce(slot, &mut control, &serving)?;
         let (format, bytes) = quiesced.state.clone();
-        quiesced.resume(slot, &control);
+        quiesced.resume(slot, &mut control);
         // Written under the service's lock (calls flow again), so that two saves land in order.
         let saved = SavedState { format, version: serving.version().to_string(), bytes };
         store.write_state(&slot.name, &saved)?;
@@ -402,31 +403,34 @@ impl Shared {
         if !dependents.is_empty() {
             return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
         }
-        let quiesced = self.quiesce_within(slot, &control, &serving, self.config.stop_deadline)?;
+        let quiesced =
+            self.quiesce_within(slot, &mut control, &serving, self.config.stop_deadline)?;
         let (format, bytes) = quiesced.state.clone();
         let saved = SavedState { format, version: serving.version().to_string(), bytes };
         if let Some(store) = &self.store
             && let Err(error) = store.write_state(&slot.name, &saved)
         {
-            quiesced.resume(slot, &control);
+            quiesced.resume(slot, &mut control);
             return Err(error);
         }
         {
             let _dependencies = self.dependency_lock.lock();
             let dependents = self.running_dependents(&slot.name);
             if !dependents.is_empty() {
-                quiesced.resume(slot, &control);
+                quiesced.resume(slot, &mut control);
                 return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
             }
             slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
         }
+        control.wants_running = false;
+        let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
         control.saved_state = Some(saved);
         control.serving = None;
         control.probation = None;
         if let Some(gate) = control.pause_gate.take() {
             gate.open();
         }
-        quiesced.release();
+        quiesced.release(&mut control);
         slot.refresh(&control);
         drop(control);
         let version = serving.version().clone();
@@ -444,10 +448,11 @@ impl Shared {
     pub(crate) fn stop_one(&self, slot: &Slot) -> Result<StopReport, Error> {
         let started = Instant::now();
         let mut control = slot.control.lock();
-        control.wants_running = false;
-        let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
         let state = slot.current.load().state();
         if control.serving.is_none() {
+            // A stop also cancels a pending automatic restart.
+            control.wants_running = false;
+            let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
             return Ok(StopReport { service: slot.name.clone(), state, drained: true });
         }
         if let Some(serving) = control.serving.clone().filter(|g| g.info().state_format.is_some()) {
@@ -457,10 +462,13 @@ impl Shared {
             let _dependencies = self.dependency_lock.lock();
             let dependents = self.running_dependents(&slot.name);
             if !dependents.is_empty() {
+                // Refused: the service goes on as it was, still wanted running.
                 return Err(Error::DependentsRunning { service: slot.name.clone(), dependents });
             }
             slot.current.store(Arc::new(Lease::closed(ServiceState::Stopped)));
         }
+        control.wants_running = false;
+        let _ = self.supervisor.send(SupervisorEvent::Stopped { service: slot.name.clone() });
         self.drop_canary(slot, &mut control, "the service stopped", false);
         let Some(serving) = control.serving.take() else {
             return Ok(StopReport { service: slot.name.clone(), state, drained: true });
@@ -507,7 +515,7 @@ impl Shared {
         }
         // A stateful instance hands its state to the next one, as in a swap.
         let handoff = match old.info().state_format {
-            Some(_) => Some(self.quiesce(slot, &control, &old)?),
+            Some(_) => Some(self.quiesce(slot, &mut control, &old)?),
             None => None,
         };
         let state = handoff.as_ref().and_then(Quiesced::state);
@@ -515,7 +523,7 @@ impl Shared {
             Ok(generation) => generation,
             Err(error) => {
                 if let Some(handoff) = handoff {
-                    handoff.resume(slot, &control);
+                    handoff.resume(slot, &mut control);
                 }
                 return Err(error);
             }
@@ -529,7 +537,7 @@ impl Shared {
         control.serving = Some(generation);
         slot.refresh(&control);
         if let Some(handoff) = handoff {
-            handoff.release();
+            handoff.release(&mut control);
         }
         drop(control);
         if let Some(probation) = probation {
@@ -584,7 +592,7 @@ impl Shared {
         // A window still open when the service was paused goes on counting, and a canary
         // released before takes its share again.
         slot.current.store(Arc::new(control.lease(&serving)));
-        gate.open();
+        control.open(gate);
         tracing::info!(service = %slot.name, version = %serving.version(), "service resumed");
         self.hooks.events.emit(&slot.name, serving.version(), EventKind::Resumed);
         Ok(())
@@ -751,7 +759,7 @@ pub(super) fn refused<'a>(serving: Option<(&'a str, &'a Version)>) -> impl Fn(&E
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::Runtime;
     use std::cell::Cell;
@@ -764,7 +772,7 @@ mod tests {
     }
 
     /// Panics here if this thread asked for a panic at `name`: a stand-in for a host-side bug.
-    pub(super) fn panic_point(name: &'static str) {
+    pub(in crate::runtime) fn panic_point(name: &'static str) {
         if PANIC_AT.with(|at| at.get() == Some(name)) {
             PANIC_AT.with(|at| at.set(None));
             panic!("injected panic at {name}");
@@ -805,5 +813,57 @@ mod tests {
         assert!(matches!(runtime.call("worker", "noop", b""), Err(Error::Stopped { .. })));
         runtime.start("worker").unwrap();
         assert_eq!(runtime.call("worker", "whoami", b"").unwrap(), b"worker 1.0.0");
+    }
+
+    /// A stop refused because dependents run changes nothing: the service is still wanted
+    /// running (so the supervisor would still restart it after a failed start), stateful or
+    /// not.
+    #[test]
+    fn a_refused_stop_leaves_the_service_wanted_running() {
+        use graft_tests::Fixture;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::builder().staging_dir(dir.path()).build().unwrap();
+        for (service, fixture) in [("counter", Fixture::Counter1_0), ("worker", Fixture::Worker)] {
+            runtime.load_and_start(graft_tests::path(fixture).unwrap()).unwrap();
+            let dependent = LoadOptions::default()
+                .name(format!("{service}-user"))
+                .depends_on(service, semver::VersionReq::STAR);
+            runtime.load_with(graft_tests::path(Fixture::Greeter1_0).unwrap(), dependent).unwrap();
+            runtime.start(&format!("{service}-user")).unwrap();
+            let error = runtime.stop(service).unwrap_err();
+            assert!(matches!(error, Error::DependentsRunning { .. }), "{service}: {error:?}");
+            assert_eq!(runtime.state(service).unwrap(), ServiceState::Running);
+            let slot = runtime.shared.slot(service).unwrap();
+            assert!(slot.control.lock().wants_running, "{service}: still wanted running");
+        }
+    }
+
+    /// A host-side panic while a stateful service's calls were held back left them held for
+    /// good: every later call waited for its deadline and failed.
+    #[test]
+    fn a_host_panic_during_a_handover_lets_the_old_instance_serve_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::builder()
+            .staging_dir(dir.path())
+            // A call held back would fail the test by its error, not hang it.
+            .call_deadline(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let path = graft_tests::path(graft_tests::Fixture::Counter1_0).unwrap();
+        runtime.load_and_start(&path).unwrap();
+        for _ in 0..5 {
+            runtime.call("counter", "increment", b"").unwrap();
+        }
+        let old = runtime.handle("counter").unwrap().generation();
+        PANIC_AT.with(|at| at.set(Some("handoff/exported")));
+        let outcome = catch_unwind(AssertUnwindSafe(|| runtime.restart("counter")));
+        assert!(outcome.is_err(), "the injected panic did not happen");
+        assert_eq!(runtime.handle("counter").unwrap().generation(), old);
+        assert_eq!(runtime.state("counter").unwrap(), ServiceState::Running);
+        runtime.call("counter", "increment", b"").unwrap();
+        assert_eq!(runtime.call("counter", "get", b"").unwrap(), b"6");
+        // And the service's operations go on.
+        runtime.restart("counter").unwrap();
+        assert_eq!(runtime.call("counter", "get", b"").unwrap(), b"6");
     }
 }

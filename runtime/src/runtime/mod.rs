@@ -305,8 +305,9 @@ impl Runtime {
     /// serving, which keeps the other calls. Its calls are judged by its policy: once it has
     /// answered [`CanaryPolicy::calls`](crate::CanaryPolicy::calls) calls within the thresholds
     /// it is promoted, as if swapped in (with no probation window after); as soon as they are
-    /// exceeded it is aborted and retired. [`Runtime::promote`] and [`Runtime::abort`] do either
-    /// by hand. Events report each step, and [`ServiceStatus::canary`] shows it. While a canary
+    /// exceeded it is aborted and retired. Its health is checked with the build serving's
+    /// (every health interval) and once more before any promotion: a failed check aborts it.
+    /// [`Runtime::promote`] and [`Runtime::abort`] do either by hand. Events report each step, and [`ServiceStatus::canary`] shows it. While a canary
     /// runs, swap, replace, restart and rollback are refused with
     /// [`Error::CanaryInProgress`]; a stop aborts it. A stateful service is never released as a
     /// canary ([`Error::StatefulCanary`]): its state cannot be split between two builds.
@@ -325,7 +326,9 @@ impl Runtime {
     }
 
     /// Promotes the canary of `service` now: it takes every call, and the build before it goes
-    /// to the history. [`Error::NoCanary`] if no canary runs.
+    /// to the history. [`Error::NoCanary`] if no canary runs. Its health is checked first: if
+    /// the check fails the canary is aborted and that error ([`Error::HealthCheckFailed`]) is
+    /// returned.
     pub fn promote(&self, service: &str) -> Result<SwapReport, Error> {
         let slot = self.shared.slot(service)?;
         self.shared.promote(&slot, None)

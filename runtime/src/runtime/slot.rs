@@ -63,6 +63,9 @@ pub(super) struct Control {
     /// A stateful service's state, exported when it stopped (or read back by `restore`): the
     /// next start creates its instance from it.
     pub(super) saved_state: Option<SavedState>,
+    /// The gate an operation opened last, whose woken calls the next handover lets pass first
+    /// (see [`Gate::wait_passed`]).
+    pub(super) opened: Option<Arc<Gate>>,
 }
 
 /// A canary release: a generation of a new build taking a share of the calls.
@@ -79,6 +82,12 @@ pub(super) struct Canary {
 }
 
 impl Control {
+    /// Opens `gate`: the calls waiting on it read the service's publication again.
+    pub(super) fn open(&mut self, gate: Arc<Gate>) {
+        gate.open();
+        self.opened = Some(gate);
+    }
+
     /// The lease that publishes `generation` as the service's situation says: behind the
     /// pause gate while paused; otherwise serving, under the open probation window, beside
     /// the canary if one is released.

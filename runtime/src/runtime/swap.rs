@@ -155,14 +155,14 @@ impl Shared {
         let plugin = Arc::new(plugin);
         // A stateful service's calls are held back and its state exported; the new instance
         // is made from it. Every refusal from here on lets the old instance serve again.
-        let handoff = self.hand_off(slot, &control, &serving, &plugin).inspect_err(&refusal)?;
+        let handoff = self.hand_off(slot, &mut control, &serving, &plugin).inspect_err(&refusal)?;
         let generation =
             match self.instantiate(&slot.name, &plugin, handoff.as_ref().and_then(Quiesced::state))
             {
                 Ok(generation) => generation,
                 Err(error) => {
                     refusal(&error);
-                    resume(handoff, slot, &control);
+                    resume(handoff, slot, &mut control);
                     return Err(error);
                 }
             };
@@ -193,14 +193,14 @@ impl Shared {
                 .and_then(|()| self.check_dependencies(&slot.name, &dependencies));
             if let Err(error) = checked {
                 refusal(&error);
-                resume(handoff, slot, &control);
+                resume(handoff, slot, &mut control);
                 return Err(error);
             }
             control.requirement = requirement;
             self.publish(slot, &mut control, generation, dependencies, probation.clone(), plugin)
         };
         if let Some(handoff) = handoff {
-            handoff.release();
+            handoff.release(&mut control);
         }
         drop(refusal);
         let to =
@@ -226,13 +226,13 @@ impl Shared {
 
     /// For a stateful `serving` generation: refuses a `next` build that cannot take its state,
     /// then quiesces it and exports the state. `None` for a stateless service.
-    fn hand_off(
+    fn hand_off<'a>(
         &self,
-        slot: &Slot,
-        control: &Control,
+        slot: &'a Slot,
+        control: &mut Control,
         serving: &Arc<Generation>,
         next: &Plugin,
-    ) -> Result<Option<Quiesced>, Error> {
+    ) -> Result<Option<Quiesced<'a>>, Error> {
         if serving.info().state_format.is_none() {
             return Ok(None);
         }
@@ -367,7 +367,7 @@ impl Shared {
             self.publish(slot, control, target, dependencies, None, plugin)
         };
         if let Some(handoff) = handoff {
-            handoff.release();
+            handoff.release(control);
         }
         if let Some(stale) = stale {
             stale.retire();
@@ -590,7 +590,7 @@ impl Shared {
 }
 
 /// Lets the quiesced generation of a failed handoff, if any, serve again.
-fn resume(handoff: Option<Quiesced>, slot: &Slot, control: &Control) {
+fn resume(handoff: Option<Quiesced<'_>>, slot: &Slot, control: &mut Control) {
     if let Some(handoff) = handoff {
         handoff.resume(slot, control);
     }
