@@ -147,6 +147,19 @@ pub type CallFn = unsafe extern "C" fn(
     error: *const WriteSink,
 ) -> i32;
 
+/// Calls the method whose stable id is `method` (a typed interface's; see
+/// [`PluginDescriptor::call_method`]) with the encoded arguments `input`; the encoded answer is
+/// written to `output`, an error message to `error`. The statuses are those of [`CallFn`].
+///
+/// May be called from many threads at once on the same instance.
+pub type CallMethodFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    method: u32,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32;
+
 /// Runs the instance's health check; a failure's message is written to `error`.
 pub type HealthFn = unsafe extern "C" fn(instance: *mut c_void, error: *const WriteSink) -> i32;
 
@@ -379,6 +392,36 @@ impl DependencySpec {
     }
 }
 
+/// One method of a typed interface, as its description in the descriptor gives it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MethodSpec {
+    /// The method's name.
+    pub name: RawStr,
+    /// Its signature, normalised: `fn(parameter types) -> return type`, as written in the
+    /// trait, without parameter names or whitespace between punctuation.
+    pub signature: RawStr,
+    /// The 64-bit FNV-1a hash of `signature`.
+    pub fingerprint: u64,
+    /// Its stable id: the 32-bit FNV-1a hash of its name.
+    pub id: u32,
+}
+
+// SAFETY: both strings point at `'static`, immutable data.
+unsafe impl Sync for MethodSpec {}
+
+impl MethodSpec {
+    /// The method `name` with signature `signature`; its id and fingerprint are derived.
+    pub const fn new(name: &'static str, signature: &'static str) -> Self {
+        MethodSpec {
+            name: RawStr::new(name),
+            signature: RawStr::new(signature),
+            fingerprint: crate::typed::fnv1a_64(signature.as_bytes()),
+            id: crate::typed::fnv1a_32(name.as_bytes()),
+        }
+    }
+}
+
 /// Everything the host knows about a plugin: identity, versions, build facts and entry points.
 ///
 /// The `Option`s around the entry points are there so that the host can check a hand-made
@@ -434,6 +477,14 @@ pub struct PluginDescriptor {
     /// Creates an instance from another instance's exported state (appended in
     /// `graft-plugin-api` 0.4).
     pub import_state: Option<ImportStateFn>,
+    /// Calls a method by its stable id (appended in `graft-plugin-api` 0.5): present for a
+    /// service exported with a typed interface, whose methods are described below.
+    pub call_method: Option<CallMethodFn>,
+    /// The methods of the typed interface the service implements (appended in
+    /// `graft-plugin-api` 0.5): `methods_len` specs; null (and 0) for an untyped service.
+    pub methods: *const MethodSpec,
+    /// How many methods there are.
+    pub methods_len: usize,
 }
 
 // SAFETY: a descriptor is immutable once built, and every pointer in it points at `'static`
@@ -485,7 +536,24 @@ impl PluginDescriptor {
             state_format: 0,
             export_state: None,
             import_state: None,
+            call_method: None,
+            methods: std::ptr::null(),
+            methods_len: 0,
         }
+    }
+
+    /// The same descriptor, for a service that implements the typed interface `I` (`dyn
+    /// Trait`): calls by name and by id go through the interface's generated glue, and the
+    /// interface's methods are described ([`crate::export_service!`] with `interface: Trait`
+    /// calls it).
+    pub const fn with_interface<S: crate::Service, I: ?Sized + crate::typed::Serve<S>>(
+        mut self,
+    ) -> Self {
+        self.call = Some(crate::shim::call_named::<S, I>);
+        self.call_method = Some(crate::shim::call_method::<S, I>);
+        self.methods = I::METHODS.as_ptr();
+        self.methods_len = I::METHODS.len();
+        self
     }
 
     /// The same descriptor, declaring `S` stateful: its state format and the entry points that

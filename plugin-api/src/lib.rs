@@ -92,6 +92,10 @@ pub mod abi;
 pub mod provenance;
 mod service;
 mod shim;
+pub mod typed;
+
+pub use graft_macros::interface;
+pub use typed::{Client, ClientError, Remote, Transport};
 
 pub use service::{
     CallError, Error, ErrorKind, Host, Level, Output, OutputFull, Service, Stateful,
@@ -149,6 +153,40 @@ macro_rules! export_service {
             [$($($dep @ $requirement),*)?],
         );
     };
+    (
+        $service:ty,
+        name: $name:expr,
+        version: $version:expr,
+        interface: $iface:path
+        $(, dependencies: [$($dep:literal @ $requirement:literal),* $(,)?])?,
+        stateful
+        $(,)?
+    ) => {
+        $crate::__graft_export!(
+            $service, $name, $version,
+            <dyn $iface as $crate::typed::Interface>::NAME,
+            <dyn $iface as $crate::typed::Interface>::VERSION,
+            [$($($dep @ $requirement),*)?],
+            .with_interface::<$service, dyn $iface>()
+            .with_state::<$service>()
+        );
+    };
+    (
+        $service:ty,
+        name: $name:expr,
+        version: $version:expr,
+        interface: $iface:path
+        $(, dependencies: [$($dep:literal @ $requirement:literal),* $(,)?])?
+        $(,)?
+    ) => {
+        $crate::__graft_export!(
+            $service, $name, $version,
+            <dyn $iface as $crate::typed::Interface>::NAME,
+            <dyn $iface as $crate::typed::Interface>::VERSION,
+            [$($($dep @ $requirement),*)?],
+            .with_interface::<$service, dyn $iface>()
+        );
+    };
 }
 
 /// The expansion of [`export_service!`]: the descriptor, with `$($more)*` applied to it, and the
@@ -157,7 +195,7 @@ macro_rules! export_service {
 #[macro_export]
 macro_rules! __graft_export {
     (
-        $service:ty, $name:expr, $version:expr, $iface:literal, $iface_version:expr,
+        $service:ty, $name:expr, $version:expr, $iface:expr, $iface_version:expr,
         [$($dep:literal @ $requirement:literal),*],
         $($more:tt)*
     ) => {

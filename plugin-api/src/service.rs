@@ -21,7 +21,14 @@ pub trait Service: Send + Sync + Sized + 'static {
     fn create(host: Host) -> Result<Self, Error>;
 
     /// Handles one call: reads `input`, writes the answer into `output`.
-    fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error>;
+    ///
+    /// A service exported with a typed interface (`export_service!(..., interface: Trait)`)
+    /// leaves it out: its calls, by name or by id, go through the interface's generated glue to
+    /// its implementation of the trait. The default refuses every method.
+    fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
+        let _ = (input, output);
+        Err(Error::unknown_method(method))
+    }
 
     /// Reports whether the instance can serve. The host runs it before it publishes a new
     /// version and refuses the version when it fails.

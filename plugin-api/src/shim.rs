@@ -16,6 +16,7 @@ use crate::abi::{
     STATUS_REFUSED, WriteSink,
 };
 use crate::service::{Host, Output, write_to_sink};
+use crate::typed::Serve;
 use crate::{Service, Stateful};
 
 /// What the opaque instance pointer handed to the host points at.
@@ -114,20 +115,89 @@ pub(crate) unsafe extern "C" fn call<S: Service>(
     output: *const WriteSink,
     error: *const WriteSink,
 ) -> i32 {
+    // SAFETY: the caller vouches that `method` stays valid for this call.
+    let method = unsafe { method.as_bytes() };
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        answer::<S>(instance, input, output, error, |service, input, output| {
+            let method = std::str::from_utf8(method)
+                .map_err(|_| crate::Error::new("method name is not valid UTF-8"))?;
+            service.call(method, input, output)
+        })
+    }
+}
+
+/// `CallFn` for `S` exported with the typed interface `I`: the name is mapped to the method's
+/// id and the call goes through the interface's glue, as a typed call does.
+///
+/// # Safety
+/// As for [`call`].
+pub(crate) unsafe extern "C" fn call_named<S: Service, I: ?Sized + Serve<S>>(
+    instance: *mut c_void,
+    method: RawStr,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: the caller vouches that `method` stays valid for this call.
+    let method = unsafe { method.as_bytes() };
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        answer::<S>(instance, input, output, error, |service, input, output| {
+            let method = std::str::from_utf8(method)
+                .map_err(|_| crate::Error::new("method name is not valid UTF-8"))?;
+            match crate::typed::method_id(I::METHODS, method) {
+                Some(id) => I::dispatch(service, id, input, output),
+                None => Err(crate::Error::unknown_method(method)),
+            }
+        })
+    }
+}
+
+/// `CallMethodFn` for `S` exported with the typed interface `I`.
+///
+/// # Safety
+/// As for [`call`].
+pub(crate) unsafe extern "C" fn call_method<S: Service, I: ?Sized + Serve<S>>(
+    instance: *mut c_void,
+    method: u32,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        answer::<S>(instance, input, output, error, |service, input, output| {
+            I::dispatch(service, method, input, output)
+        })
+    }
+}
+
+/// Runs `handle` on the instance with the call's input and output, catching a panic, and turns
+/// its outcome into a status.
+///
+/// # Safety
+/// `instance` must come from `create::<S>` (or `import_state::<S>`) and not be destroyed yet;
+/// `input` must describe valid memory for the call; `output` and `error` must point at valid
+/// host sinks.
+#[inline(always)]
+unsafe fn answer<S: Service>(
+    instance: *mut c_void,
+    input: RawBytes,
+    output: *const WriteSink,
+    error: *const WriteSink,
+    handle: impl FnOnce(&S, &[u8], &mut Output<'_>) -> Result<(), crate::Error>,
+) -> i32 {
     // SAFETY: both sinks are valid for the call (this function's contract).
     let (output, error) = unsafe { (&*output, &*error) };
     // SAFETY: `instance` is a live `Box<Instance<S>>` from `create::<S>`; calls only take a
     // shared reference, and `S: Sync` makes concurrent shared access sound.
     let instance = unsafe { &*instance.cast::<Instance<S>>() };
-    let service = &instance.service;
-    // SAFETY: the caller vouches that `method` and `input` stay valid for this call.
-    let (method, input) = unsafe { (method.as_bytes(), input.as_slice()) };
-    let Ok(method) = std::str::from_utf8(method) else {
-        return report(error, STATUS_ERROR, "method name is not valid UTF-8");
-    };
+    // SAFETY: the caller vouches that `input` stays valid for this call.
+    let input = unsafe { input.as_slice() };
     // SAFETY: `output` is a host sink valid for this call.
     let mut output = unsafe { Output::from_sink(output) };
-    match catch_unwind(AssertUnwindSafe(|| service.call(method, input, &mut output))) {
+    match catch_unwind(AssertUnwindSafe(|| handle(&instance.service, input, &mut output))) {
         Ok(Ok(())) => STATUS_OK,
         Ok(Err(e)) => match e.provenance() {
             // A failed call to another service, passed on: hand its record back to the host.

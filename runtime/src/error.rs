@@ -197,6 +197,40 @@ pub enum Error {
         /// The interface the file implements.
         found: String,
     },
+    /// A typed interface's description is not valid (its version is not semver).
+    InvalidInterface {
+        /// The interface.
+        interface: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A typed client (or a typed call) needs a build that describes its interface's methods,
+    /// and this build is untyped (built without `#[interface]`, or before `graft-plugin-api`
+    /// 0.5).
+    UntypedBuild {
+        /// The service.
+        service: String,
+        /// The build's version.
+        version: Version,
+        /// The interface the client calls.
+        interface: String,
+    },
+    /// A build's method is missing or has another signature than a host's client or the build
+    /// it replaces requires: refused, with the method, both signatures and the rule broken.
+    IncompatibleMethod {
+        /// The service.
+        service: String,
+        /// The version of the build refused (or whose check failed).
+        version: Box<Version>,
+        /// The method.
+        method: String,
+        /// The signature required, if the method is required.
+        expected: Option<Box<str>>,
+        /// The signature found, if the build has the method.
+        found: Option<Box<str>>,
+        /// The rule it breaks.
+        reason: String,
+    },
     /// The new build's interface version does not satisfy the service's requirement.
     IncompatibleInterface {
         /// The service.
@@ -641,6 +675,22 @@ impl fmt::Display for Error {
             }
             Error::ServiceMismatch { expected, found, path } => {
                 write!(f, "{} provides service `{found}`, not `{expected}`", path.display())
+            }
+            Error::InvalidInterface { interface, reason } => {
+                write!(f, "interface `{interface}` is not valid: {reason}")
+            }
+            Error::UntypedBuild { service, version, interface } => write!(
+                f,
+                "service `{service}` {version} does not describe the methods of a typed interface, and a typed client of `{interface}` needs it (rebuild it with #[interface] and graft-plugin-api 0.5 or later)"
+            ),
+            Error::IncompatibleMethod { service, version, method, expected, found, reason } => {
+                let show = |s: &Option<Box<str>>| s.as_deref().unwrap_or("none").to_owned();
+                write!(
+                    f,
+                    "service `{service}` {version}: method `{method}` is incompatible (expected {}, found {}): {reason}",
+                    show(expected),
+                    show(found)
+                )
             }
             Error::InterfaceMismatch { service, expected, found } => write!(
                 f,

@@ -87,6 +87,7 @@ mod tests {
             api_version: Version::new(0, 1, 0),
             build_profile: None,
             state_format: None,
+            methods: None,
             source: PathBuf::from("/plugins/x.so"),
             staged: PathBuf::from("/staging/x.so"),
         }

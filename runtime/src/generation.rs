@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use graft_plugin_api::abi::{
-    CallFn, HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
-    STATUS_REFUSED, WriteSink,
+    CallFn, CallMethodFn, HostApi, RawBytes, RawStr, STATUS_DEPENDENCY, STATUS_ERROR, STATUS_OK,
+    STATUS_PANIC, STATUS_REFUSED, WriteSink,
 };
+use graft_plugin_api::typed::Method;
 use parking_lot::{Condvar, Mutex};
 use semver::Version;
 
@@ -527,7 +528,7 @@ impl GenerationWatch {
 /// `generation`, kept here so that a call reads them without a second indirection; it is `Some`
 /// only when `generation` is, and valid while it is, which this lease keeps alive.
 pub(crate) struct Lease {
-    target: Option<(*mut c_void, CallFn)>,
+    target: Option<Entries>,
     state: ServiceState,
     /// For a paused or starting lease: where waiting calls block until the state changes.
     gate: Option<Arc<Gate>>,
@@ -547,7 +548,7 @@ pub(crate) struct Lease {
 /// How the calls of a lease that releases a canary are shared.
 struct CanaryRoute {
     /// The stable generation's call target (the lease's own generation).
-    stable: (*mut c_void, CallFn),
+    stable: Entries,
     /// A call goes to the canary when a uniform 64-bit draw is below this.
     threshold: u64,
     /// The canary's serving lease, under its judging counters.
@@ -589,9 +590,92 @@ fn draw() -> u64 {
 /// keeps its generation (and so its instance and code) alive.
 #[derive(Clone, Copy)]
 pub(crate) struct Target<'lease> {
+    entries: Entries,
+    _lease: std::marker::PhantomData<&'lease Lease>,
+}
+
+/// A generation's instance pointer and call entry points, copied into its leases so that a call
+/// reads them without a second indirection.
+#[derive(Clone, Copy)]
+pub(crate) struct Entries {
     instance: *mut c_void,
     call: CallFn,
-    _lease: std::marker::PhantomData<&'lease Lease>,
+    /// The typed entry, for a build exported with a typed interface.
+    call_method: Option<CallMethodFn>,
+}
+
+impl Entries {
+    fn of(generation: &Generation) -> Entries {
+        let entry = generation.plugin.entry();
+        Entries { instance: generation.instance, call: entry.call, call_method: entry.call_method }
+    }
+}
+
+/// How a call names its method: by name (`&str`, every build) or by a typed interface's id
+/// ([`Method`], a typed build). The call path is generic over it, so each kind compiles to its
+/// own straight line.
+pub(crate) trait CallKind: Copy {
+    /// The method's name, for errors.
+    fn name(&self) -> &str;
+
+    /// Calls it on `entries`; [`STATUS_UNTYPED`] when it needs an entry the build lacks.
+    ///
+    /// # Safety
+    /// `entries` must be those of a live generation, kept alive for the call; the sinks must be
+    /// valid for the call.
+    unsafe fn call(
+        self,
+        entries: Entries,
+        input: &[u8],
+        output: &WriteSink,
+        error: &WriteSink,
+    ) -> i32;
+}
+
+/// A status no plugin returns: the typed call reached a build without a typed entry.
+const STATUS_UNTYPED: i32 = i32::MIN;
+
+impl CallKind for &str {
+    #[inline(always)]
+    fn name(&self) -> &str {
+        self
+    }
+
+    #[inline(always)]
+    unsafe fn call(
+        self,
+        entries: Entries,
+        input: &[u8],
+        output: &WriteSink,
+        error: &WriteSink,
+    ) -> i32 {
+        // SAFETY: the entries are a live generation's (this function's contract); the method
+        // name, the input and both sinks are valid for the call.
+        unsafe {
+            (entries.call)(entries.instance, RawStr::new(self), RawBytes::new(input), output, error)
+        }
+    }
+}
+
+impl CallKind for Method {
+    #[inline(always)]
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    #[inline(always)]
+    unsafe fn call(
+        self,
+        entries: Entries,
+        input: &[u8],
+        output: &WriteSink,
+        error: &WriteSink,
+    ) -> i32 {
+        let Some(call_method) = entries.call_method else { return STATUS_UNTYPED };
+        // SAFETY: as for `&str`: a live generation's entry, and input and sinks valid for the
+        // call.
+        unsafe { call_method(entries.instance, self.id, RawBytes::new(input), output, error) }
+    }
 }
 
 // SAFETY: the raw pointer and function pointer are the generation's, which is `Send + Sync`
@@ -612,7 +696,7 @@ impl fmt::Debug for Lease {
 impl Lease {
     /// Publishes `generation` as serving, under `probation` if given.
     pub fn serving(generation: Arc<Generation>, probation: Option<Arc<Probation>>) -> Lease {
-        let target = (generation.instance, generation.plugin.entry().call);
+        let target = Entries::of(&generation);
         Lease::with(ServiceState::Running, Some(target), None, probation, Some(generation))
     }
 
@@ -642,7 +726,7 @@ impl Lease {
         threshold: u64,
     ) -> Lease {
         let route = CanaryRoute {
-            stable: (stable.instance, stable.plugin.entry().call),
+            stable: Entries::of(&stable),
             threshold,
             lease: Lease::serving(canary, Some(judge)),
         };
@@ -663,7 +747,7 @@ impl Lease {
 
     fn with(
         state: ServiceState,
-        target: Option<(*mut c_void, CallFn)>,
+        target: Option<Entries>,
         gate: Option<Arc<Gate>>,
         probation: Option<Arc<Probation>>,
         generation: Option<Arc<Generation>>,
@@ -712,11 +796,7 @@ impl Lease {
     /// The call target, if this lease serves, borrowed from it.
     #[inline]
     pub fn target(&self) -> Option<Target<'_>> {
-        self.target.map(|(instance, call)| Target {
-            instance,
-            call,
-            _lease: std::marker::PhantomData,
-        })
+        self.target.map(|entries| Target { entries, _lease: std::marker::PhantomData })
     }
 
     /// For a lease releasing a canary: the lease a call goes through (the canary's, for the
@@ -729,8 +809,7 @@ impl Lease {
             let target = route.lease.target()?;
             return Some((&route.lease, target));
         }
-        let (instance, call) = route.stable;
-        Some((self, Target { instance, call, _lease: std::marker::PhantomData }))
+        Some((self, Target { entries: route.stable, _lease: std::marker::PhantomData }))
     }
 
     /// Calls `method` on `target`, appending the answer to `output`. On error `output` is left as
@@ -738,10 +817,10 @@ impl Lease {
     /// alive for the call: it is sound whichever lease it came from, and the callers pass this
     /// lease's own, so that errors name the right generation.
     #[inline]
-    pub fn invoke(
+    pub fn invoke<M: CallKind>(
         &self,
         target: Target<'_>,
-        method: &str,
+        method: M,
         input: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<(), Error> {
@@ -751,22 +830,14 @@ impl Lease {
             let output_sink = WriteSink::for_vec(output);
             let error_sink = WriteSink::for_vec(&mut message);
             // SAFETY: `target` borrows the lease it came from, which keeps that generation, its
-            // instance and its library alive for the call (the type's invariant); method, input
-            // and both sinks are valid for the call.
-            unsafe {
-                (target.call)(
-                    target.instance,
-                    RawStr::new(method),
-                    RawBytes::new(input),
-                    &output_sink,
-                    &error_sink,
-                )
-            }
+            // instance and its library alive for the call (the type's invariant); input and both
+            // sinks are valid for the call.
+            unsafe { method.call(target.entries, input, &output_sink, &error_sink) }
         };
         if status == STATUS_OK {
             return Ok(());
         }
-        Err(self.call_error(status, method, output, start, message))
+        Err(self.call_error(status, method.name(), output, start, message))
     }
 
     #[cold]
@@ -804,6 +875,11 @@ impl Lease {
                 Error::PluginPanicked { service, version, method: method.to_owned(), message }
             }
             STATUS_DEPENDENCY => provenance::received(&service, &version, method, &message),
+            STATUS_UNTYPED => Error::UntypedBuild {
+                service,
+                version,
+                interface: generation.info().interface.clone(),
+            },
             status => Error::InvalidStatus { service, version, entry: "call", status },
         }
     }

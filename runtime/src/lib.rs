@@ -78,6 +78,7 @@ mod runtime;
 mod supervisor;
 #[cfg(test)]
 mod test_rng;
+mod typed;
 mod watch;
 
 pub use batch::{BatchReport, Outcome};
@@ -97,7 +98,14 @@ pub use runtime::{
     DEFAULT_HISTORY_DEPTH, DEFAULT_STOP_DEADLINE, Dependency, GenerationStatus, LoadOptions,
     LoadReport, Runtime, RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
+pub use typed::{InterfaceInfo, MethodInfo};
 pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};
+
+/// A typed client's error on the host: the service's own error `E`, or the runtime's.
+pub type ClientError<E> = graft_plugin_api::ClientError<E, Error>;
+
+/// Typed calls' method names, as a typed client passes them to [`ServiceHandle::call_method`].
+pub use graft_plugin_api::typed::Method;
 
 /// The `semver` crate the runtime's API speaks ([`Version`](semver::Version) and
 /// [`VersionReq`](semver::VersionReq)), so that a host needs no dependency of its own to name

@@ -19,6 +19,7 @@ mod state;
 mod stress;
 mod supervision;
 mod swap;
+mod typed;
 mod watch;
 
 use std::path::{Path, PathBuf};

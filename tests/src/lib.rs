@@ -86,11 +86,25 @@ pub enum Fixture {
     /// The stateful `kv` 1.1.0, interface kv 1.1.0 (adds `writes`): state format 2, the entries
     /// with their write counts; migrates format 1.
     Kv1_1,
+    /// The typed key-value service 2.0.0 (interface kv 2.0.0, stateful, typed state).
+    Kv2_0,
+    /// The typed key-value service 2.1.0 (interface kv 2.1.0: adds `keys`).
+    Kv2_1,
+    /// A typed kv build (2.2.0) claiming interface 2.2.0 that removed `delete`.
+    KvRemoves,
+    /// A typed kv build (2.2.1) claiming interface 2.2.0 whose `put` takes a `&str` value.
+    KvRetyped,
+    /// A typed kv build (2.1.1) claiming interface 2.1.1 (a patch) that adds `clear`.
+    KvPatchAdds,
+    /// The typed hello-world service 1.0.0.
+    Hello1_0,
+    /// The typed hello-world service 1.1.0: counts visits in `kv` through its typed client.
+    Hello1_1,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built.
-    pub const ALL: [Fixture; 31] = [
+    pub const ALL: [Fixture; 38] = [
         Fixture::Greeter1_0,
         Fixture::Greeter1_1,
         Fixture::Greeter2_0,
@@ -122,6 +136,13 @@ impl Fixture {
         Fixture::CounterAbi2,
         Fixture::Kv1_0,
         Fixture::Kv1_1,
+        Fixture::Kv2_0,
+        Fixture::Kv2_1,
+        Fixture::KvRemoves,
+        Fixture::KvRetyped,
+        Fixture::KvPatchAdds,
+        Fixture::Hello1_0,
+        Fixture::Hello1_1,
     ];
 
     /// The cargo package that builds it.
@@ -158,6 +179,13 @@ impl Fixture {
             Fixture::CounterAbi2 => "fixture-counter-abi2",
             Fixture::Kv1_0 => "kv-v1_0",
             Fixture::Kv1_1 => "kv-v1_1",
+            Fixture::Kv2_0 => "kv-v2_0",
+            Fixture::Kv2_1 => "kv-v2_1",
+            Fixture::KvRemoves => "fixture-kv-removes",
+            Fixture::KvRetyped => "fixture-kv-retyped",
+            Fixture::KvPatchAdds => "fixture-kv-patch-adds",
+            Fixture::Hello1_0 => "hello-v1_0",
+            Fixture::Hello1_1 => "hello-v1_1",
         }
     }
 
@@ -193,7 +221,13 @@ impl Fixture {
             | Fixture::Threads1_0
             | Fixture::Counter1_0
             | Fixture::Kv1_0 => "1.0.0",
-            Fixture::Threads1_1 | Fixture::Kv1_1 => "1.1.0",
+            Fixture::Threads1_1 | Fixture::Kv1_1 | Fixture::Hello1_1 => "1.1.0",
+            Fixture::Hello1_0 => "1.0.0",
+            Fixture::Kv2_0 => "2.0.0",
+            Fixture::Kv2_1 => "2.1.0",
+            Fixture::KvRemoves => "2.2.0",
+            Fixture::KvRetyped => "2.2.1",
+            Fixture::KvPatchAdds => "2.1.1",
         }
     }
 

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use graft_plugin_api::abi::{
     ABI_VERSION, BUILD_PANIC_UNWIND, BUILD_PROFILE_DEBUG, BUILD_PROFILE_OPTIMISED,
-    BUILD_PROFILE_UNKNOWN, ImportStateFn, MAGIC, MIN_DESCRIPTOR_SIZE, PluginDescriptor,
-    PluginHeader, RawStr,
+    BUILD_PROFILE_UNKNOWN, CallMethodFn, ImportStateFn, MAGIC, MIN_DESCRIPTOR_SIZE, MethodSpec,
+    PluginDescriptor, PluginHeader, RawStr,
 };
 use semver::{Version, VersionReq};
 
@@ -137,9 +137,13 @@ pub(super) unsafe fn read(
         health: descriptor.health.ok_or_else(|| missing("health"))?,
         destroy: descriptor.destroy.ok_or_else(|| missing("destroy"))?,
         state: state_entry_points(descriptor, size).map_err(|r| invalid("import_state", r))?,
+        call_method: None,
     };
     // SAFETY: the descriptor is checked and the library open (this function's contract).
     let dependencies = unsafe { read_dependencies(descriptor, source) }?;
+    // SAFETY: as above.
+    let (call_method, methods) = unsafe { read_methods(descriptor, size, source) }?;
+    let entry = EntryPoints { call_method, ..entry };
     let info = PluginInfo {
         service,
         plugin_version,
@@ -156,6 +160,7 @@ pub(super) unsafe fn read(
             None
         },
         state_format: entry.state.map(|_| descriptor.state_format),
+        methods,
         source: source.to_path_buf(),
         staged: staged.to_path_buf(),
     };
@@ -261,6 +266,83 @@ unsafe fn read_dependencies(
         dependencies.push(Dependency { service, requirement });
     }
     Ok(dependencies)
+}
+
+/// The most methods a typed interface may describe.
+const MAX_METHODS: usize = 1024;
+
+/// The typed entry point and the method descriptions of a checked descriptor, if it is long
+/// enough to hold them and declares them. The entry without descriptions (or the reverse), a
+/// method whose id or fingerprint is not the hash of its name or signature, and two methods
+/// with one id are invalid descriptors.
+///
+/// # Safety
+/// `descriptor` must be a checked descriptor of this ABI version, `size` bytes long by its
+/// header, whose library is open.
+#[allow(clippy::type_complexity)]
+unsafe fn read_methods(
+    descriptor: &PluginDescriptor,
+    size: usize,
+    source: &Path,
+) -> Result<(Option<CallMethodFn>, Option<std::sync::Arc<[crate::MethodInfo]>>), Error> {
+    let invalid = |reason: String| Error::InvalidDescriptor {
+        path: source.to_path_buf(),
+        field: "methods",
+        reason,
+    };
+    if !covers(size, offset_of!(PluginDescriptor, methods_len), size_of::<usize>()) {
+        return Ok((None, None));
+    }
+    let (entry, specs, len) = (descriptor.call_method, descriptor.methods, descriptor.methods_len);
+    let Some(entry) = entry else {
+        if len != 0 || !specs.is_null() {
+            return Err(invalid("methods described without the `call_method` entry".to_owned()));
+        }
+        return Ok((None, None));
+    };
+    if len > MAX_METHODS {
+        return Err(invalid(format!("{len} entries, at most {MAX_METHODS}")));
+    }
+    let specs: &[MethodSpec] = if len == 0 {
+        &[]
+    } else {
+        if specs.is_null() || !specs.is_aligned() {
+            return Err(invalid(format!("bad pointer {specs:p} for {len} entries")));
+        }
+        // SAFETY: non-null, aligned, and the plugin declares `len` specs there, in static data
+        // of the open library (the caller's contract).
+        unsafe { std::slice::from_raw_parts(specs, len) }
+    };
+    let mut methods: Vec<crate::MethodInfo> = Vec::with_capacity(len);
+    for spec in specs {
+        // SAFETY: the strings of a checked descriptor point at static data of the open library.
+        let (name, signature) = unsafe {
+            (
+                text(spec.name, "methods.name", source)?,
+                text(spec.signature, "methods.signature", source)?,
+            )
+        };
+        if name.is_empty() {
+            return Err(invalid("a method with an empty name".to_owned()));
+        }
+        if spec.id != graft_plugin_api::typed::fnv1a_32(name.as_bytes())
+            || spec.fingerprint != graft_plugin_api::typed::fnv1a_64(signature.as_bytes())
+        {
+            return Err(invalid(format!(
+                "method `{name}`: its id or fingerprint is not the hash of its name or signature"
+            )));
+        }
+        if let Some(other) = methods.iter().find(|m| m.id == spec.id) {
+            return Err(invalid(format!("methods `{}` and `{name}` share one id", other.name)));
+        }
+        methods.push(crate::MethodInfo {
+            name,
+            id: spec.id,
+            fingerprint: spec.fingerprint,
+            signature,
+        });
+    }
+    Ok((Some(entry), Some(methods.into())))
 }
 
 /// Copies a descriptor string, refusing null pointers, absurd lengths and invalid UTF-8.

@@ -48,7 +48,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use graft_plugin_api::abi::{
-    CallFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, ExportStateFn, HealthFn, ImportStateFn,
+    CallFn, CallMethodFn, CreateFn, DestroyFn, ENTRY_SYMBOL, EntryFn, ExportStateFn, HealthFn,
+    ImportStateFn,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use semver::Version;
@@ -79,6 +80,10 @@ pub struct PluginInfo {
     /// The format version of the state it exports, if it is stateful (its descriptor has the
     /// state entry points, `graft-plugin-api` 0.4 and later); `None` for a stateless build.
     pub state_format: Option<u32>,
+    /// The methods of the typed interface it implements, if it describes them (a build
+    /// exported with a typed interface, `graft-plugin-api` 0.5 and later); `None` for an
+    /// untyped build.
+    pub methods: Option<std::sync::Arc<[crate::MethodInfo]>>,
     /// The file it was loaded from.
     pub source: PathBuf,
     /// The staged copy that is mapped.
@@ -94,6 +99,8 @@ pub(crate) struct EntryPoints {
     pub destroy: DestroyFn,
     /// The state handoff of a stateful build.
     pub state: Option<StateEntryPoints>,
+    /// Calls by method id, for a typed build.
+    pub call_method: Option<CallMethodFn>,
 }
 
 /// The entry points that hand a stateful service's state from one instance to the next.

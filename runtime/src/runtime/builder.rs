@@ -240,6 +240,7 @@ impl RuntimeBuilder {
             next_generation: AtomicU64::new(1),
             config: self.config,
             requirements: self.requirements,
+            interfaces: Default::default(),
             hooks: Hooks { reaper: reaper.sender(), events },
             supervisor: supervisor_events,
             staging,

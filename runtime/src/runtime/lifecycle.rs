@@ -82,6 +82,7 @@ impl Shared {
             None => gate::default_requirement(&info.interface_version),
         };
         gate::check_load(&info, &requirement).inspect_err(refused(None))?;
+        self.check_interfaces(&name, &info).inspect_err(refused(None))?;
         let dependencies = Arc::new(merge(&plugin, &options.dependencies));
         validate_dependencies(&dependencies).inspect_err(refused(None))?;
         let saved_state = self.saved_state(&name)?;

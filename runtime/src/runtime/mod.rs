@@ -13,6 +13,7 @@
 mod builder;
 mod canary;
 mod handoff;
+mod interfaces;
 mod lifecycle;
 mod slot;
 mod status;
@@ -94,6 +95,10 @@ pub(crate) struct Shared {
     /// own, so that two such checks never interleave (a dependency stopping while a dependent
     /// starts). Taken after a control lock, never before one, and never held across plugin code.
     dependency_lock: Mutex<()>,
+    /// The typed interfaces the host's clients of each service were compiled against
+    /// ([`Runtime::client`], [`Runtime::expect`]): every later load, swap and rollback of the
+    /// service is checked against each.
+    interfaces: RwLock<HashMap<String, crate::typed::Expected>>,
 }
 
 impl Drop for Runtime {
@@ -429,6 +434,45 @@ impl Runtime {
     /// [`RuntimeBuilder::start_empty_on_bad_state`]: then the service starts empty.
     pub fn restore(&self) -> Result<crate::BatchReport, Error> {
         self.shared.restore()
+    }
+
+    /// A typed client of `service`: `runtime.client::<KvClient<_>>("kv")` for the client that
+    /// `#[graft_plugin_api::interface]` generated for trait `Kv`.
+    ///
+    /// The build the service runs (or will start) is checked first: it must implement the
+    /// client's interface, and have each of its methods with the same signature, or this fails
+    /// with [`Error::IncompatibleMethod`] (or [`Error::UntypedBuild`], [`Error::InterfaceMismatch`]).
+    /// The interface is then remembered for the service, as [`Runtime::expect`] does: a later
+    /// swap, replace or rollback to a build that lacks one of those methods, or changed its
+    /// signature, is refused with the same error, so the client keeps working whatever the
+    /// service is swapped to.
+    pub fn client<C: graft_plugin_api::Client<ServiceHandle>>(
+        &self,
+        service: &str,
+    ) -> Result<C, Error> {
+        let slot = self.shared.slot(service)?;
+        let interface = crate::InterfaceInfo::of::<C::Interface>()?;
+        self.shared.expect(&slot, interface)?;
+        Ok(crate::typed::client(ServiceHandle::new(slot)))
+    }
+
+    /// Declares that the host calls `service` through interface `I` (`dyn Trait`), before or
+    /// after the service is loaded: its load (if it comes later), every swap, replace and
+    /// rollback are refused when the build lacks one of `I`'s methods or changed its signature
+    /// ([`Error::IncompatibleMethod`]). A loaded service's build is checked at once.
+    pub fn expect<I: ?Sized + graft_plugin_api::typed::Interface>(
+        &self,
+        service: &str,
+    ) -> Result<(), Error> {
+        let interface = crate::InterfaceInfo::of::<I>()?;
+        match self.shared.slot(service) {
+            Ok(slot) => self.shared.expect(&slot, interface),
+            Err(Error::UnknownService { .. }) => {
+                self.shared.remember_interface(service, interface);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A handle to `service` that resolves the serving generation on every call.

@@ -149,6 +149,11 @@ impl Shared {
         }
         .map_err(|e| rename(e, &template, &slot.name))
         .inspect_err(&refusal)?;
+        // A typed build is checked method by method: against the build it replaces (its
+        // version bump must allow what changed) and against the host's clients.
+        crate::typed::check_bump(&slot.name, serving.info(), plugin.info())
+            .inspect_err(&refusal)?;
+        self.check_interfaces(&slot.name, plugin.info()).inspect_err(&refusal)?;
         let dependencies = Arc::new(merge(&plugin, &control.host_dependencies));
         validate_dependencies(&dependencies).inspect_err(&refusal)?;
         let interface_version = plugin.info().interface_version.clone();
@@ -331,6 +336,8 @@ impl Shared {
         let plugin = Arc::clone(target.plugin());
         let interface_version = target.info().interface_version.clone();
         let refusal = refused(Some((&slot.name, &from)));
+        // The earlier build must still serve every method the host's clients call.
+        self.check_interfaces(&slot.name, plugin.info()).inspect_err(&refusal)?;
         // A stateful service hands its current state back: the earlier build gets a new
         // instance made from it (the one kept in the history holds stale state), and may
         // refuse a format it does not know. The historical instance is retired once replaced.
