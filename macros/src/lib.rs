@@ -12,9 +12,36 @@ use syn::{
     TraitItem, TraitItemFn, Type,
 };
 
-/// Marks a trait as a graft service interface: `#[interface(name = "kv", version = "1.1.0")]`.
+/// Marks a trait as a graft service interface, written once in a crate that the host and the
+/// plugins both depend on.
 ///
-/// See `graft_plugin_api::interface` for what it generates and the rules a trait must follow.
+/// ```text
+/// #[graft_plugin_api::interface(name = "kv", version = "1.1.0")]
+/// pub trait Kv {
+///     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+///     fn put(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+/// }
+/// ```
+///
+/// `name` is the interface's name and `version` its semver version. Next to the trait it
+/// generates:
+/// - `impl Interface for dyn Kv`: the name, the version and each method's description (name,
+///   stable id, normalised signature and its fingerprint), which `export_service!` puts in the
+///   plugin's descriptor;
+/// - `impl<S: Kv> Serve<S> for dyn Kv`: the export glue that decodes a call's arguments,
+///   calls `S`'s method and encodes its answer; `export_service!(Type, ..., interface: Kv)`
+///   exports it;
+/// - `KvClient<T>`: a client with the trait's methods, over a transport `T` (the host's
+///   `ServiceHandle`, or `Remote` from `Host::client` in a plugin), each returning the method's
+///   `Ok` type or a `ClientError` that keeps the service's `Err` apart from the call's failure.
+///
+/// The rules, each a compile error that says what to change: the trait and its methods are not
+/// generic; each method takes `&self` first (calls arrive on many threads at once); no
+/// `async`, `unsafe`, `&mut` parameters, `impl Trait`, trait objects or returned references;
+/// and every parameter and return type implements serde's `Serialize` and `Deserialize`
+/// (`&str` and `&[u8]` parameters are decoded without a copy). A method without a return type
+/// returns `()`. Methods that do not return a `Result` have a client method whose service
+/// error is `Infallible`.
 #[proc_macro_attribute]
 pub fn interface(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = syn::parse_macro_input!(args as Args);
@@ -109,10 +136,11 @@ struct MethodInfo<'a> {
 
 fn expand(args: &Args, item: &ItemTrait) -> syn::Result<Tokens> {
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            item.generics.span(),
+        return Err(generics_error(
+            &item.generics,
             "a graft interface cannot be generic: its methods cross a C ABI, so every type in \
-             them must be concrete; remove the trait's generic parameters",
+             them must be concrete; remove the trait's generic parameters and write the \
+             concrete types in its methods",
         ));
     }
     let mut methods = Vec::new();
@@ -237,7 +265,9 @@ fn expand(args: &Args, item: &ItemTrait) -> syn::Result<Tokens> {
 fn api_path() -> Tokens {
     use proc_macro_crate::{FoundCrate, crate_name};
     match crate_name("graft-plugin-api") {
-        Ok(FoundCrate::Itself) => quote!(crate),
+        // Inside graft-plugin-api itself (its unit tests, doctests and integration tests):
+        // the crate names itself `graft_plugin_api` (`extern crate self as graft_plugin_api`).
+        Ok(FoundCrate::Itself) => quote!(::graft_plugin_api),
         Ok(FoundCrate::Name(name)) => {
             let name = Ident::new(&name, Span::call_site());
             quote!(::#name)
@@ -250,11 +280,11 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
     let sig = &method.sig;
     let name = sig.ident.to_string();
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
-            format!(
-                "`{name}` cannot be generic: a graft interface method crosses a C ABI, so give it \
-                 concrete parameter and return types"
+        return Err(generics_error(
+            &sig.generics,
+            &format!(
+                "`{name}` cannot be generic: a graft interface method crosses a C ABI, so remove \
+                 its generic parameters and give it concrete parameter and return types"
             ),
         ));
     }
@@ -272,11 +302,11 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
     }
     let needs_self = || {
         syn::Error::new(
-            sig.ident.span(),
+            sig.paren_token.span.join(),
             format!(
-                "`{name}` must take `&self` first: a service's methods are called on its shared \
-                 instance, from many threads at once (keep mutable state behind a Mutex or an \
-                 atomic)"
+                "`{name}` must take `&self` as its first parameter (`fn {name}(&self, ...)`): a \
+                 service's methods are called on its shared instance, from many threads at once \
+                 (keep mutable state behind a Mutex or an atomic)"
             ),
         )
     };
@@ -287,13 +317,13 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
                 && receiver.mutability.is_none()
                 && receiver.colon_token.is_none() => {}
         Some(FnArg::Receiver(receiver)) => {
-            return Err(syn::Error::new(
-                receiver.span(),
+            return Err(syn::Error::new_spanned(
+                receiver,
                 format!(
                     "`{name}` must take `&self`, not `{}`: a service's methods are called on its \
                      shared instance, from many threads at once (keep mutable state behind a \
                      Mutex or an atomic)",
-                    quote!(#receiver)
+                    receiver_text(receiver)
                 ),
             ));
         }
@@ -307,7 +337,7 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
             Pat::Ident(pat) => pat.ident.clone(),
             _ => format_ident!("arg{}", n),
         };
-        reject_unsupported(&typed.ty, &name)?;
+        reject_unsupported(&typed.ty, &name, "take")?;
         let ty = &*typed.ty;
         types.push(normalise(&quote!(#ty).to_string()));
         params.push((ident, ty, classify(ty)));
@@ -315,10 +345,10 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
     let output = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
-            reject_unsupported(ty, &name)?;
+            reject_unsupported(ty, &name, "return")?;
             if matches!(**ty, Type::Reference(_)) {
-                return Err(syn::Error::new(
-                    ty.span(),
+                return Err(syn::Error::new_spanned(
+                    ty,
                     format!(
                         "`{name}` cannot return a reference: its answer is encoded and sent \
                          back, so return an owned type (`String` for `&str`, `Vec<u8>` for \
@@ -333,8 +363,35 @@ fn method_info(method: &TraitItemFn) -> syn::Result<MethodInfo<'_>> {
     Ok(MethodInfo { method, id: fnv1a_32(name.as_bytes()), name, params, output, signature })
 }
 
-/// `impl Trait` and trait objects cannot cross an interface.
-fn reject_unsupported(ty: &Type, method: &str) -> syn::Result<()> {
+/// The error for generic parameters or a where clause, spanning all of `<...>` (or the where
+/// clause when there are no parameters).
+fn generics_error(generics: &syn::Generics, message: &str) -> syn::Error {
+    match &generics.where_clause {
+        Some(where_clause) if generics.params.is_empty() => {
+            syn::Error::new_spanned(where_clause, message)
+        }
+        _ => syn::Error::new_spanned(generics, message),
+    }
+}
+
+/// A receiver as written (`&mut self`, `self`, `self: Box<Self>`), for messages.
+fn receiver_text(receiver: &syn::Receiver) -> String {
+    let mutability = if receiver.mutability.is_some() { "mut " } else { "" };
+    match (&receiver.reference, &receiver.colon_token) {
+        (_, Some(_)) => {
+            let ty = &receiver.ty;
+            format!("{mutability}self: {}", normalise(&quote!(#ty).to_string()))
+        }
+        (Some((_, lifetime)), None) => {
+            let lifetime = lifetime.as_ref().map(|l| format!("{l} ")).unwrap_or_default();
+            format!("&{lifetime}{mutability}self")
+        }
+        (None, None) => format!("{mutability}self"),
+    }
+}
+
+/// `impl Trait` and trait objects cannot cross an interface; `role` is `take` or `return`.
+fn reject_unsupported(ty: &Type, method: &str, role: &str) -> syn::Result<()> {
     let bad = match ty {
         Type::ImplTrait(_) => Some("`impl Trait`"),
         Type::TraitObject(_) => Some("a trait object"),
@@ -344,25 +401,26 @@ fn reject_unsupported(ty: &Type, method: &str) -> syn::Result<()> {
         _ => None,
     };
     if let Some(bad) = bad {
-        return Err(syn::Error::new(
-            ty.span(),
+        return Err(syn::Error::new_spanned(
+            ty,
             format!(
-                "`{method}` cannot take or return {bad}: every type in a graft interface must be \
-                 concrete and serialisable (serde's `Serialize` and `Deserialize`)"
+                "`{method}` cannot {role} {bad}: every type in a graft interface is encoded to \
+                 cross a C ABI, so write a concrete, serialisable type instead (one with serde's \
+                 `Serialize` and `Deserialize`)"
             ),
         ));
     }
     if let Type::Reference(reference) = ty {
         if reference.mutability.is_some() {
-            return Err(syn::Error::new(
-                ty.span(),
+            return Err(syn::Error::new_spanned(
+                ty,
                 format!(
                     "`{method}` cannot take `&mut`: arguments are decoded from the call's input, \
                      so the caller could never see a change; return the new value instead"
                 ),
             ));
         }
-        return reject_unsupported(&reference.elem, method);
+        return reject_unsupported(&reference.elem, method, role);
     }
     Ok(())
 }
@@ -491,11 +549,27 @@ fn dispatch_arm(api: &Tokens, trait_name: &Ident, method: &MethodInfo<'_>) -> To
         Param::Ref(_) => quote!(&#name),
     });
     let answer = convert(api, &method.output, quote!(answer), true);
+    let (args_span, output_span) = signature_spans(method);
+    let decode = respan(quote!(#api::typed::decode_args(#name, input)), args_span);
+    let encode = respan(quote!(#api::typed::encode_answer(#name, &#answer, output)), output_span);
+    // Nothing to decode or encode: checked and skipped, so that a no-op costs a no-op.
+    let decode = match method.params.is_empty() {
+        true => quote!(#api::typed::no_args(#name, input)),
+        false => decode,
+    };
+    let unit = matches!(&method.output, Type::Tuple(tuple) if tuple.elems.is_empty());
+    let encode = match unit {
+        true => quote!({
+            let () = answer;
+            ::core::result::Result::Ok(())
+        }),
+        false => encode,
+    };
     quote! {
         #id => {
-            let (#(#names,)*): (#(#wire_types,)*) = #api::typed::decode_args(#name, input)?;
+            let (#(#names,)*): (#(#wire_types,)*) = #decode?;
             let answer = <S as #trait_name>::#ident(service, #(#passed),*);
-            #api::typed::encode_answer(#name, &#answer, output)
+            #encode
         }
     }
 }
@@ -520,22 +594,64 @@ fn client_method(api: &Tokens, method: &MethodInfo<'_>) -> Tokens {
     };
     let wire = wire_type(api, output).unwrap_or_else(|| quote!(#output));
     let from_wire = convert(api, output, quote!(wire), false);
+    let (args_span, output_span) = signature_spans(method);
+    let encode =
+        respan(quote!(#api::typed::encode_args(#name, &(#(#encoded,)*), input)), args_span);
+    // A call with nothing to encode either way need not reach the thread's buffers.
+    let unit = matches!(output, Type::Tuple(tuple) if tuple.elems.is_empty());
+    let buffers = match method.params.is_empty() && unit {
+        true => quote!(with_fresh_buffers),
+        false => quote!(with_buffers),
+    };
+    let decode = respan(quote!(#api::typed::decode_answer(#name, output)), output_span);
     quote! {
         #(#docs)*
         pub fn #ident(&self, #(#params),*)
             -> ::core::result::Result<#ok, #api::ClientError<#err, T::Error>>
         {
             const METHOD: #api::typed::Method = #api::typed::Method { id: #id, name: #name };
-            let input = #api::typed::encode_args(#name, &(#(#encoded,)*))?;
-            let mut output = ::std::vec::Vec::new();
-            self.transport
-                .call_method(METHOD, &input, &mut output)
-                .map_err(#api::ClientError::Call)?;
-            let wire: #wire = #api::typed::decode_answer(#name, &output)?;
-            let value: #output = #from_wire;
-            #finish
+            #api::typed::#buffers(|input, output| {
+                #encode?;
+                self.transport
+                    .call_method(METHOD, input, output)
+                    .map_err(#api::ClientError::Call)?;
+                let wire: #wire = #decode?;
+                let value: #output = #from_wire;
+                #finish
+            })
         }
     }
+}
+
+/// Where a method's parameters (its parenthesised list) and its return type are written: the
+/// generated code that encodes and decodes them is spanned there, so that a type that cannot
+/// cross is reported in the signature, not on the whole `#[interface]` attribute.
+fn signature_spans(method: &MethodInfo<'_>) -> (Span, Span) {
+    let sig = &method.method.sig;
+    let args = sig.paren_token.span.join();
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => Span::call_site(),
+    };
+    (Span::call_site().located_at(args), Span::call_site().located_at(output))
+}
+
+/// `tokens`, each shown at `span` (keeping the hygiene of `span`).
+fn respan(tokens: Tokens, span: Span) -> Tokens {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = proc_macro2::TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }
 
 /// Token text with whitespace kept only between two word characters.

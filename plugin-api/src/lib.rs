@@ -17,17 +17,22 @@
 //!    ```
 //!    Keep the default `panic = "unwind"`: the host refuses a plugin built with
 //!    `panic = "abort"`, whose first panic would take the host process down.
-//! 2. Write a type holding your service's state and implement [`Service`] for it: `create`
-//!    builds it, `call` answers one call by writing into the [`Output`], `health` says whether it
-//!    can serve. Calls arrive on many threads at once, so the type is `Send + Sync`. Say "no" to
-//!    a caller with a refusal ([`Error::not_found`], [`Error::invalid_input`],
-//!    [`Error::unknown_method`], [`Error::refused`]) and report a failure of the service with
-//!    [`Error::new`]: the host counts only failures (and panics) against a new build, and rolls
-//!    a build back when it fails too often, never because callers asked for missing keys.
-//! 3. Export it with [`export_service!`], naming the service, the plugin's version, and the
-//!    interface it implements with that interface's semver version. Bump the interface's minor
-//!    version for compatible additions and its major version for breaking changes: the host
-//!    only swaps in a build whose interface version satisfies its requirement.
+//! 2. Define the service's interface as a trait marked [`macro@interface`] (in a crate of its
+//!    own, which the host depends on too). Types in it derive serde's `Serialize` and
+//!    `Deserialize`.
+//! 3. Write a type holding your service's state, implement [`Service`] for it (`create` builds
+//!    it, `health` says whether it can serve) and the interface's trait. Calls arrive on many
+//!    threads at once, so the type is `Send + Sync`. A method's `Err` is the service's answer;
+//!    a panic is a failure, which the host counts against a new build and rolls a build back
+//!    when it fails too often. Export it with [`export_service!`], naming the service, the
+//!    plugin's version and the trait. Bump the interface's minor version when you add a method
+//!    and its major version when you change or remove one: the host checks every method
+//!    against the build it replaces and refuses a version number that lies.
+//!
+//!    A service can instead implement [`Service::call`] by hand (bytes in, bytes out) and
+//!    export it with `interface: "name" @ "version"`: then say "no" to a caller with a refusal
+//!    ([`Error::not_found`], [`Error::invalid_input`], [`Error::unknown_method`],
+//!    [`Error::refused`]) and report a failure with [`Error::new`].
 //! 4. If the plugin starts threads, stop and join them when the service is dropped: the host
 //!    destroys an instance once it leaves service (on a thread of the host's, never one of
 //!    yours), and a thread left running keeps executing a retired build's code and holding its
@@ -35,7 +40,8 @@
 //!    its `std` leaves thread-exit work on the host's threads.
 //! 5. Log through the [`Host`] handed to `create`, not through a global logger: the plugin has
 //!    its own copy of every global, invisible to the host.
-//! 6. Reach other services only through [`Host::call`], by name, and declare them in
+//! 6. Reach other services only through the [`Host`]: with a typed client
+//!    ([`Host::client`]) or [`Host::call`], by name, and declare them in
 //!    `export_service!`'s `dependencies` with a requirement on their interface version. The
 //!    host resolves the name on every call (never keep another service's answer as a handle to
 //!    it), starts this service only once its dependencies run, and waits a bounded time for one
@@ -45,9 +51,16 @@
 //!    records whether the build was optimised, and the host's status shows a debug build as one.
 //!
 //! # Example
-//! A complete plugin:
+//! A complete plugin. Its interface is a trait marked [`macro@interface`], which would live in a
+//! crate of its own that the host depends on too (here, inline):
 //! ```
-//! use graft_plugin_api::{Error, Host, Output, Service, export_service};
+//! use graft_plugin_api::{Error, Host, Service, export_service, interface};
+//!
+//! #[interface(name = "greeter", version = "1.0.0")]
+//! pub trait Greet {
+//!     /// A greeting for `name`.
+//!     fn greet(&self, name: &str) -> String;
+//! }
 //!
 //! pub struct Greeter {
 //!     host: Host,
@@ -58,23 +71,23 @@
 //!         host.info("greeter ready");
 //!         Ok(Greeter { host })
 //!     }
+//! }
 //!
-//!     fn call(&self, method: &str, input: &[u8], output: &mut Output<'_>) -> Result<(), Error> {
-//!         match method {
-//!             "greet" => {
-//!                 let name = std::str::from_utf8(input).map_err(Error::invalid_input)?;
-//!                 self.host.debug("greeting");
-//!                 write!(output, "hello, {name}")?;
-//!                 Ok(())
-//!             }
-//!             _ => Err(Error::unknown_method(method)),
-//!         }
+//! impl Greet for Greeter {
+//!     fn greet(&self, name: &str) -> String {
+//!         self.host.debug("greeting");
+//!         format!("hello, {name}")
 //!     }
 //! }
 //!
-//! export_service!(Greeter, name: "greeter", version: "1.0.0", interface: "greeter" @ "1.0.0");
+//! export_service!(Greeter, name: "greeter", version: "1.0.0", interface: Greet);
 //! # fn main() {}
 //! ```
+//!
+//! The host calls it through the generated `GreetClient` (`runtime.client::<GreetClient<_>>(
+//! "greeter")`), with the trait's signatures; the arguments and the answer cross the ABI
+//! encoded as [`typed`] describes. A service can also implement [`Service::call`] by hand,
+//! reading and writing bytes itself, and export it with `interface: "name" @ "version"`.
 //!
 //! # What crosses the boundary
 //! Only the C types of [`abi`]: integers, pointers with lengths, function pointers and
@@ -88,7 +101,12 @@
 //! change moves [`abi::ABI_VERSION`].
 #![deny(missing_docs)]
 
+// The `#[interface]` attribute names this crate `::graft_plugin_api`, here too.
+#[allow(unused_extern_crates)]
+extern crate self as graft_plugin_api;
+
 pub mod abi;
+mod depth;
 pub mod provenance;
 mod service;
 mod shim;
@@ -104,6 +122,8 @@ pub use service::{
 /// Exports a [`Service`] as this plugin's entry point.
 ///
 /// ```text
+/// export_service!(Type, name: "kv", version: "2.1.0", interface: Kv);
+/// export_service!(Type, name: "kv", version: "2.1.0", interface: Kv, stateful);
 /// export_service!(Type, name: "service", version: "1.2.3", interface: "iface" @ "1.0.0");
 /// export_service!(Type, name: "front", version: "1.0.0", interface: "front" @ "1.0.0",
 ///                 dependencies: ["cache" @ "^1.2", "store" @ "^2"]);
@@ -113,7 +133,9 @@ pub use service::{
 ///
 /// - `name`: the service's name; callers address it by this name.
 /// - `version`: this build's own semver version (`env!("CARGO_PKG_VERSION")` is a good choice).
-/// - `interface`: the interface's name and its semver version.
+/// - `interface`: the trait of a typed interface ([`macro@interface`]), whose name, version and
+///   methods it exports, and whose generated glue answers calls; or, for a service that
+///   implements [`Service::call`] by hand, the interface's name and semver version.
 /// - `dependencies` (optional): the services this one calls through [`Host::call`], each with a
 ///   semver requirement on its interface version. The host starts a service only once these
 ///   run at a satisfying version, and refuses to swap one of them to a build that would break

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::Deserialize;
 
 use crate::abi::MethodSpec;
+pub use crate::depth::MAX_DEPTH;
 use crate::{CallError, Error, Host, Output, Service};
 
 #[doc(hidden)]
@@ -175,21 +176,99 @@ impl Host {
     }
 }
 
-/// Encodes a call's arguments (the generated client's side).
+/// Runs `call` with this thread's input and output buffers, emptied, kept between calls so that
+/// their capacity is reused (fresh ones if a call on this thread is already using them: a typed
+/// call made from within another).
 #[doc(hidden)]
+#[inline]
+pub fn with_buffers<T>(call: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    /// A buffer larger than this is not kept: one large call must not pin its memory.
+    const KEEP: usize = 64 * 1024;
+    BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let (input, output) = &mut *buffers;
+            input.clear();
+            output.clear();
+            let value = call(input, output);
+            for buffer in [input, output] {
+                if buffer.capacity() > KEEP {
+                    *buffer = Vec::new();
+                }
+            }
+            value
+        }
+        Err(_) => call(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// [`with_buffers`] for a method without arguments that answers `()`: fresh vectors, which
+/// cost nothing as nothing is written to them (cheaper than reaching the thread's buffers).
+#[doc(hidden)]
+#[inline(always)]
+pub fn with_fresh_buffers<T>(call: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> T) -> T {
+    call(&mut Vec::new(), &mut Vec::new())
+}
+
+/// Encodes a call's arguments into `input` (the generated client's side).
+#[doc(hidden)]
+#[inline]
 pub fn encode_args<A: Serialize + ?Sized, E, R>(
     method: &'static str,
     args: &A,
-) -> Result<Vec<u8>, ClientError<E, R>> {
-    postcard::to_allocvec(args)
-        .map_err(|e| ClientError::Malformed { method, message: e.to_string() })
+    input: &mut Vec<u8>,
+) -> Result<(), ClientError<E, R>> {
+    postcard::serialize_with_flavor(args, VecFlavor(input))
+        .map_err(|error| ClientError::Malformed { method, message: error.to_string() })
+}
+
+/// A postcard flavor appending to a vector.
+struct VecFlavor<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes a `T` from the front of `bytes` with postcard, nested at most
+/// [`MAX_DEPTH`] levels deep, and returns it with the bytes left over.
+fn take<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<(T, &'de [u8]), String> {
+    let budget = crate::depth::Budget::default();
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    let limited = crate::depth::Limited { inner: &mut deserializer, depth: &budget };
+    match T::deserialize(limited) {
+        Ok(value) => deserializer.finalize().map(|rest| (value, rest)).map_err(|e| e.to_string()),
+        Err(_) if budget.exceeded() => {
+            Err(format!("the value is nested deeper than {} levels", crate::depth::MAX_DEPTH))
+        }
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Decodes a call's arguments, borrowing strings and byte strings from `input` (the export
-/// glue's side). Bytes left over after the arguments are malformed input too.
+/// glue's side). Bytes left over after the arguments are malformed input too, and so is a value
+/// nested more than [`MAX_DEPTH`] levels deep.
 #[doc(hidden)]
 pub fn decode_args<'a, A: Deserialize<'a>>(method: &str, input: &'a [u8]) -> Result<A, Error> {
-    match postcard::take_from_bytes::<A>(input) {
+    match take::<A>(input) {
         Ok((args, [])) => Ok(args),
         Ok((_, rest)) => Err(Error::invalid_input(format_args!(
             "the arguments of `{method}` are followed by {} stray bytes",
@@ -201,18 +280,90 @@ pub fn decode_args<'a, A: Deserialize<'a>>(method: &str, input: &'a [u8]) -> Res
     }
 }
 
-/// Encodes a method's answer into `output` (the export glue's side).
+/// Checks the input of a method without arguments: empty, as the encoding of `()` is.
+#[doc(hidden)]
+#[inline(always)]
+pub fn no_args(method: &str, input: &[u8]) -> Result<(), Error> {
+    match input {
+        [] => Ok(()),
+        rest => Err(Error::invalid_input(format_args!(
+            "the arguments of `{method}` are followed by {} stray bytes",
+            rest.len()
+        ))),
+    }
+}
+
+/// Encodes a method's answer into `output` (the export glue's side): straight into the
+/// host's buffer, small fields gathered first so that each reaches the host in one write.
 #[doc(hidden)]
 pub fn encode_answer<T: Serialize + ?Sized>(
     method: &str,
     answer: &T,
     output: &mut Output<'_>,
 ) -> Result<(), Error> {
-    let bytes = postcard::to_allocvec(answer).map_err(|error| {
-        Error::new(format_args!("the answer of `{method}` does not encode: {error}"))
-    })?;
-    output.write(&bytes)?;
-    Ok(())
+    let sink = OutputFlavor { output, small: [0; 16], len: 0, full: false };
+    match postcard::serialize_with_flavor(answer, sink) {
+        Ok(()) => Ok(()),
+        Err(postcard::Error::SerializeBufferFull) => Err(crate::OutputFull.into()),
+        Err(error) => {
+            Err(Error::new(format_args!("the answer of `{method}` does not encode: {error}")))
+        }
+    }
+}
+
+/// A postcard flavor writing into the host's output: bytes pushed one by one (tags, lengths)
+/// gather in `small`, and runs of bytes (strings, byte strings) go straight through.
+struct OutputFlavor<'o, 'a> {
+    output: &'o mut Output<'a>,
+    small: [u8; 16],
+    len: usize,
+    /// The host refused a write: the rest is dropped and the encode fails.
+    full: bool,
+}
+
+impl OutputFlavor<'_, '_> {
+    fn flush(&mut self) -> postcard::Result<()> {
+        if self.len > 0 {
+            let len = std::mem::take(&mut self.len);
+            if self.output.write(&self.small[..len]).is_err() {
+                self.full = true;
+            }
+        }
+        if self.full { Err(postcard::Error::SerializeBufferFull) } else { Ok(()) }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for OutputFlavor<'_, '_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.len == self.small.len() {
+            self.flush()?;
+        }
+        self.small[self.len] = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() <= self.small.len() - self.len {
+            self.small[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+            return Ok(());
+        }
+        self.flush()?;
+        if self.output.write(data).is_err() {
+            self.full = true;
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.flush()
+    }
 }
 
 /// Decodes a method's answer (the generated client's side).
@@ -221,13 +372,13 @@ pub fn decode_answer<T: serde::de::DeserializeOwned, E, R>(
     method: &'static str,
     answer: &[u8],
 ) -> Result<T, ClientError<E, R>> {
-    match postcard::take_from_bytes::<T>(answer) {
+    match take::<T>(answer) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(ClientError::Malformed {
             method,
             message: format!("{} stray bytes after the answer", rest.len()),
         }),
-        Err(error) => Err(ClientError::Malformed { method, message: error.to_string() }),
+        Err(message) => Err(ClientError::Malformed { method, message }),
     }
 }
 
@@ -338,8 +489,16 @@ pub trait StateFormat: Serialize + serde::de::DeserializeOwned {
 /// Decodes state bytes as `T` with the wire format of [`TypedState`]: for
 /// [`TypedState::migrate`], to read an older layout.
 pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(bytes)
-        .map_err(|error| Error::invalid_input(format_args!("the state does not decode: {error}")))
+    match take::<T>(bytes) {
+        Ok((state, [])) => Ok(state),
+        Ok((_, rest)) => Err(Error::invalid_input(format_args!(
+            "the state is followed by {} stray bytes",
+            rest.len()
+        ))),
+        Err(message) => {
+            Err(Error::invalid_input(format_args!("the state does not decode: {message}")))
+        }
+    }
 }
 
 impl<S: TypedState> crate::Stateful for S {

@@ -3,7 +3,9 @@
 //! and resumed, and 1.1 is released again as a canary taking 10% of the calls until its calls
 //! promote it, all without a failed call. Then a stateful counter is incremented by several
 //! threads while it is swapped and rolled back between builds whose state formats differ, and
-//! not one increment is lost.
+//! not one increment is lost. Last, typed services: a key-value store and a hello service whose
+//! interfaces are Rust traits are called through their generated clients while the store is
+//! swapped, and a build that claims a compatible version but removed a method is refused.
 //!
 //! Run it with `cargo run --release -p graft-runtime --example demo`. It builds the greeter
 //! plugins first (through the fixture catalog of `graft-tests`).
@@ -133,7 +135,78 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the demo saw failed or unexpected calls".into());
     }
     println!();
-    stateful(&runtime, plugins.path())
+    stateful(&runtime, plugins.path())?;
+    println!();
+    typed(&runtime, plugins.path())
+}
+
+/// The typed part: a key-value store and a hello service defined as Rust traits
+/// (`graft-kv-interface`, `graft-hello-interface`), called through their generated clients
+/// while the store is swapped to a build that adds a method; a build whose version claims a
+/// compatible update but removed a method is refused, naming it.
+fn typed(runtime: &Runtime, plugins: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use graft_hello_interface::HelloClient;
+    use graft_kv_interface::KvClient;
+
+    let kv_2_0 = graft_tests::copy_to(Fixture::Kv2_0, plugins, "kv-2.0.so")?;
+    let kv_2_1 = graft_tests::copy_to(Fixture::Kv2_1, plugins, "kv-2.1.so")?;
+    let lying = graft_tests::copy_to(Fixture::KvRemoves, plugins, "kv-2.2-lying.so")?;
+    let hello = graft_tests::copy_to(Fixture::Hello1_1, plugins, "hello-1.1.so")?;
+    runtime.load_and_start(&kv_2_0)?;
+    runtime.load_and_start(&hello)?;
+    let hello: HelloClient<ServiceHandle> = runtime.client("hello")?;
+    println!("typed: {}", hello.greet("ada")?);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..CALLERS)
+        .map(|n| {
+            let kv = KvClient::new(runtime.handle("kv")?);
+            let stop = Arc::clone(&stop);
+            Ok(thread::spawn(move || {
+                let key = format!("writer-{n}");
+                let (mut written, mut errors) = (0u64, 0u64);
+                while !stop.load(Ordering::Acquire) {
+                    match kv.put(&key, &(written + 1).to_le_bytes()) {
+                        Ok(()) => written += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                (key, written, errors)
+            }))
+        })
+        .collect::<Result<_, graft_runtime::Error>>()?;
+    println!("{CALLERS} threads write their own keys into kv 2.0.0 through its typed client");
+    thread::sleep(Duration::from_millis(200));
+    let swap = runtime.swap("kv", &kv_2_1)?;
+    println!(
+        "swapped kv {} -> {} (interface 2.1 adds `keys`) in {:?}",
+        swap.from, swap.to, swap.took
+    );
+    thread::sleep(Duration::from_millis(200));
+    match runtime.swap("kv", &lying) {
+        Ok(_) => return Err("kv 2.2.0 removed `delete` and was accepted".into()),
+        Err(error) => println!("refused kv 2.2.0: {error}"),
+    }
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Release);
+    let kv: KvClient<ServiceHandle> = runtime.client("kv")?;
+    let mut errors = 0;
+    for writer in writers {
+        let (key, written, failed) = writer.join().map_err(|_| "a writer thread panicked")?;
+        let stored = kv.get(&key)?.ok_or("a writer's key is missing")?;
+        let stored = u64::from_le_bytes(stored.try_into().map_err(|_| "a malformed value")?);
+        if stored != written {
+            return Err(format!("{key}: {written} writes, the store holds {stored}").into());
+        }
+        errors += failed;
+    }
+    println!("typed: {}", hello.greet("ada")?);
+    println!("  keys after the swap:             {:?}", kv.keys()?);
+    println!("  errors:                          {errors}");
+    if errors > 0 {
+        return Err("typed calls failed".into());
+    }
+    Ok(())
 }
 
 /// The stateful part: a counter incremented without pause while its state is handed from build

@@ -33,10 +33,16 @@
 //! A stateless service can instead be released as a canary ([`Runtime::swap_with`] with
 //! [`SwapStrategy::Canary`]), taking a share of the calls until its calls promote or abort it.
 //!
+//! A service with a typed interface (a trait marked `#[graft_plugin_api::interface]`) is called
+//! through its generated client ([`Runtime::client`]), with the trait's signatures; every load,
+//! swap and rollback then checks the build's methods against the client's, and against the
+//! build it replaces, by the semver rules ([`Error::IncompatibleMethod`]). The byte-level
+//! [`ServiceHandle::call`] works for every service.
+//!
 //! ```no_run
 //! use graft_runtime::Runtime;
 //!
-//! # fn main() -> Result<(), graft_runtime::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::new()?;
 //! runtime.load_and_start("plugins/libgreeter_v1_0.so")?;
 //! let greeter = runtime.handle("greeter")?;
@@ -48,6 +54,12 @@
 //!
 //! runtime.rollback("greeter")?;
 //! assert_eq!(greeter.call_to_vec("greet", b"ada")?, b"hello, ada from greeter 1.0.0");
+//!
+//! // A typed service, through the client its interface crate generated.
+//! runtime.load_and_start("plugins/libkv_v2_1.so")?;
+//! let kv = runtime.client::<graft_kv_interface::KvClient<_>>("kv")?;
+//! kv.put("ada", b"lovelace")?;
+//! assert_eq!(kv.get("ada")?, Some(b"lovelace".to_vec()));
 //! # Ok(())
 //! # }
 //! ```

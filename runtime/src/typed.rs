@@ -197,3 +197,96 @@ impl Transport for ServiceHandle {
 pub(crate) fn client<C: Client<ServiceHandle>>(handle: ServiceHandle) -> C {
     C::with_transport(handle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn method(name: &str, signature: &str) -> MethodInfo {
+        MethodInfo {
+            name: name.to_owned(),
+            id: graft_plugin_api::typed::fnv1a_32(name.as_bytes()),
+            fingerprint: graft_plugin_api::typed::fnv1a_64(signature.as_bytes()),
+            signature: signature.to_owned(),
+        }
+    }
+
+    fn build(interface_version: &str, methods: &[(&str, &str)]) -> PluginInfo {
+        PluginInfo {
+            service: "kv".to_owned(),
+            plugin_version: Version::parse(interface_version).unwrap(),
+            interface: "kv".to_owned(),
+            interface_version: Version::parse(interface_version).unwrap(),
+            api_version: Version::new(0, 5, 0),
+            build_profile: None,
+            state_format: None,
+            methods: Some(methods.iter().map(|(n, s)| method(n, s)).collect()),
+            source: PathBuf::from("/plugins/kv.so"),
+            staged: PathBuf::from("/staging/kv.so"),
+        }
+    }
+
+    const GET: (&str, &str) = ("get", "fn(&str)->Option<String>");
+    const PUT: (&str, &str) = ("put", "fn(&str,&str)->()");
+
+    fn refused_method(result: Result<(), Error>) -> String {
+        match result {
+            Err(Error::IncompatibleMethod { method, .. }) => method,
+            other => panic!("expected IncompatibleMethod, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minor_bump_may_add_but_not_remove_or_change() {
+        let old = build("1.0.0", &[GET]);
+        assert!(check_bump("kv", &old, &build("1.1.0", &[GET, PUT])).is_ok());
+        assert_eq!(refused_method(check_bump("kv", &old, &build("1.1.0", &[PUT]))), "get");
+        let changed = build("1.1.0", &[("get", "fn(String)->Option<String>")]);
+        assert_eq!(refused_method(check_bump("kv", &old, &changed)), "get");
+    }
+
+    #[test]
+    fn a_patch_bump_or_the_same_version_changes_nothing() {
+        let old = build("1.0.0", &[GET]);
+        assert!(check_bump("kv", &old, &build("1.0.1", &[GET])).is_ok());
+        assert_eq!(refused_method(check_bump("kv", &old, &build("1.0.1", &[GET, PUT]))), "put");
+        assert_eq!(refused_method(check_bump("kv", &old, &build("1.0.0", &[GET, PUT]))), "put");
+    }
+
+    #[test]
+    fn a_major_bump_may_change_anything() {
+        let old = build("1.4.0", &[GET, PUT]);
+        assert!(check_bump("kv", &old, &build("2.0.0", &[("get", "fn(u64)->()")])).is_ok());
+        // Below 1.0.0 a minor bump is the breaking one, and a patch bump the additive one.
+        let zero = build("0.3.0", &[GET]);
+        assert!(check_bump("kv", &zero, &build("0.4.0", &[PUT])).is_ok());
+        assert!(check_bump("kv", &zero, &build("0.3.1", &[GET, PUT])).is_ok());
+        assert_eq!(refused_method(check_bump("kv", &zero, &build("0.3.1", &[PUT]))), "get");
+    }
+
+    #[test]
+    fn a_downgrade_is_judged_as_the_bump_it_undoes() {
+        // Swapping 1.1 (get, put) back to a 1.0 that has only `get` is what the bump allowed.
+        let newer = build("1.1.0", &[GET, PUT]);
+        assert!(check_bump("kv", &newer, &build("1.0.0", &[GET])).is_ok());
+        // But a "1.0" whose `get` differs could never have been 1.1's base.
+        let other = build("1.0.0", &[("get", "fn(&str)->String")]);
+        assert_eq!(refused_method(check_bump("kv", &newer, &other)), "get");
+    }
+
+    #[test]
+    fn an_untyped_build_is_not_judged_by_methods() {
+        let mut untyped = build("1.1.0", &[]);
+        untyped.methods = None;
+        assert!(check_bump("kv", &build("1.0.0", &[GET]), &untyped).is_ok());
+        let client = InterfaceInfo {
+            name: "kv".to_owned(),
+            version: Version::new(1, 0, 0),
+            methods: vec![method(GET.0, GET.1)],
+        };
+        assert!(matches!(check_client("kv", &client, &untyped), Err(Error::UntypedBuild { .. })));
+        assert!(check_client("kv", &client, &build("1.1.0", &[GET, PUT])).is_ok());
+        assert_eq!(refused_method(check_client("kv", &client, &build("1.1.0", &[PUT]))), "get");
+    }
+}

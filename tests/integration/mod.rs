@@ -20,6 +20,7 @@ mod stress;
 mod supervision;
 mod swap;
 mod typed;
+mod typed_payloads;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -70,3 +70,87 @@ fn a_typed_call_to_an_untyped_build_is_a_typed_error() {
     let error = setup.runtime.client::<KvClient<_>>("kv").unwrap_err();
     assert!(matches!(error, Error::UntypedBuild { .. }), "{error:?}");
 }
+
+/// The error a refused build gets: the method it names, and the signatures expected and found.
+fn incompatible(error: &Error) -> (&str, Option<&str>, Option<&str>) {
+    match error {
+        Error::IncompatibleMethod { method, expected, found, .. } => {
+            (method.as_str(), expected.as_deref(), found.as_deref())
+        }
+        other => panic!("expected IncompatibleMethod, got {other:?}"),
+    }
+}
+
+/// kv 2.1 serving; returns the setup.
+fn kv_2_1() -> Setup {
+    let setup = Setup::with(quiet());
+    setup.runtime.load_and_start(graft_tests::path(Fixture::Kv2_1).unwrap()).unwrap();
+    setup
+}
+
+fn serving(setup: &Setup) -> String {
+    setup.runtime.handle("kv").unwrap().version().unwrap().to_string()
+}
+
+#[test]
+fn a_minor_bump_that_removes_a_method_is_refused_naming_it() {
+    let setup = kv_2_1();
+    let error =
+        setup.runtime.swap("kv", graft_tests::path(Fixture::KvRemoves).unwrap()).unwrap_err();
+    assert_eq!(incompatible(&error), ("delete", Some("fn(&str)->bool"), None));
+    assert!(error.to_string().contains("method `delete`"), "{error}");
+    assert_eq!(serving(&setup), "2.1.0");
+}
+
+#[test]
+fn a_minor_bump_that_changes_a_parameter_type_is_refused_naming_the_method() {
+    let setup = kv_2_1();
+    let error =
+        setup.runtime.swap("kv", graft_tests::path(Fixture::KvRetyped).unwrap()).unwrap_err();
+    assert_eq!(
+        incompatible(&error),
+        (
+            "put",
+            Some("fn(&str,&[u8])->Result<(),KvError>"),
+            Some("fn(&str,&str)->Result<(),KvError>")
+        )
+    );
+    assert_eq!(serving(&setup), "2.1.0");
+}
+
+#[test]
+fn a_patch_bump_that_adds_a_method_is_refused_naming_it() {
+    let setup = kv_2_1();
+    let error =
+        setup.runtime.swap("kv", graft_tests::path(Fixture::KvPatchAdds).unwrap()).unwrap_err();
+    assert_eq!(incompatible(&error), ("clear", None, Some("fn()->()")));
+    assert!(error.to_string().contains("needs a minor bump"), "{error}");
+    assert_eq!(serving(&setup), "2.1.0");
+}
+
+/// A host compiled against kv 2.1 (whose client calls `keys`) refuses a build of interface 2.0,
+/// which lacks it: at load, and on a rollback to it.
+#[test]
+fn a_build_older_than_the_hosts_client_is_refused_at_load_and_rollback() {
+    let setup = Setup::with(quiet());
+    let runtime = &setup.runtime;
+    runtime.expect::<dyn graft_kv_interface::Kv>("kv").unwrap();
+    let error = runtime.load(graft_tests::path(Fixture::Kv2_0).unwrap()).unwrap_err();
+    assert_eq!(incompatible(&error), ("keys", Some("fn()->Vec<String>"), None));
+    assert!(runtime.handle("kv").is_err(), "nothing was loaded");
+
+    // Without the expectation the 2.0 build loads; a 2.1 client taken after the swap to 2.1
+    // then refuses the rollback to 2.0, and 2.1 keeps serving.
+    let setup = Setup::with(quiet());
+    let runtime = &setup.runtime;
+    runtime.load_and_start(graft_tests::path(Fixture::Kv2_0).unwrap()).unwrap();
+    let error = runtime.client::<KvClient<_>>("kv").unwrap_err();
+    assert_eq!(incompatible(&error).0, "keys", "the client needs what 2.0 lacks");
+    runtime.swap("kv", graft_tests::path(Fixture::Kv2_1).unwrap()).unwrap();
+    let kv = runtime.client::<KvClient<_>>("kv").unwrap();
+    kv.put("a", b"1").unwrap();
+    let error = runtime.rollback("kv").unwrap_err();
+    assert_eq!(incompatible(&error).0, "keys");
+    assert_eq!(serving(&setup), "2.1.0");
+    assert_eq!(kv.keys().unwrap(), vec!["a".to_owned()]);
+}

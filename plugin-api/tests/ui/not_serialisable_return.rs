@@ -1,0 +1,13 @@
+//! A return type without serde's traits cannot cross an interface.
+
+pub struct Point {
+    pub x: i32,
+    pub y: i32,
+}
+
+#[graft_plugin_api::interface(name = "canvas", version = "1.0.0")]
+pub trait Canvas {
+    fn cursor(&self) -> Point;
+}
+
+fn main() {}
