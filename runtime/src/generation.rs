@@ -35,6 +35,7 @@ use semver::Version;
 use crate::events::{EventBus, EventKind};
 use crate::host::provenance;
 use crate::loader::{Plugin, PluginInfo};
+use crate::metrics::CallCounters;
 use crate::probation::Probation;
 use crate::reaper::ReaperEvent;
 use crate::{Error, ServiceState};
@@ -69,6 +70,8 @@ pub(crate) struct Generation {
     /// Taken out only in `Drop`, which hands it to the retire thread with the instance.
     plugin: ManuallyDrop<Arc<Plugin>>,
     life: Arc<Life>,
+    /// Its calls, counted.
+    counters: Arc<CallCounters>,
 }
 
 // SAFETY: `instance` is an instance of a `graft_plugin_api::Service`, which is `Send + Sync`,
@@ -180,7 +183,15 @@ impl Generation {
         }
         let life = Arc::new(Life::new(id, &service, &info.plugin_version, &info.staged));
         tracing::debug!(service = %service, version = %info.plugin_version, generation = %id, from_state = state.is_some(), "instance created");
-        Ok(Generation { id, instance, service, hooks, plugin: ManuallyDrop::new(plugin), life })
+        Ok(Generation {
+            id,
+            instance,
+            service,
+            hooks,
+            plugin: ManuallyDrop::new(plugin),
+            life,
+            counters: CallCounters::new(),
+        })
     }
 
     /// Exports the instance's state: its format version and bytes. The caller makes sure that
@@ -237,6 +248,11 @@ impl Generation {
 
     pub fn info(&self) -> &PluginInfo {
         self.plugin.info()
+    }
+
+    /// Its call counters.
+    pub fn counters(&self) -> &Arc<CallCounters> {
+        &self.counters
     }
 
     pub fn watch(&self) -> GenerationWatch {
@@ -602,12 +618,19 @@ pub(crate) struct Entries {
     call: CallFn,
     /// The typed entry, for a build exported with a typed interface.
     call_method: Option<CallMethodFn>,
+    /// The generation's call counters, which it keeps alive.
+    counters: *const CallCounters,
 }
 
 impl Entries {
     fn of(generation: &Generation) -> Entries {
         let entry = generation.plugin.entry();
-        Entries { instance: generation.instance, call: entry.call, call_method: entry.call_method }
+        Entries {
+            instance: generation.instance,
+            call: entry.call,
+            call_method: entry.call_method,
+            counters: Arc::as_ptr(&generation.counters),
+        }
     }
 }
 
@@ -834,6 +857,9 @@ impl Lease {
             // sinks are valid for the call.
             unsafe { method.call(target.entries, input, &output_sink, &error_sink) }
         };
+        // SAFETY: the counters belong to the generation the lease keeps alive (as the
+        // instance does).
+        unsafe { &*target.entries.counters }.record(status);
         if status == STATUS_OK {
             return Ok(());
         }

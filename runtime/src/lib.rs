@@ -81,6 +81,7 @@ mod handle;
 mod history;
 mod host;
 mod loader;
+mod metrics;
 mod names;
 mod policy;
 mod probation;
@@ -102,6 +103,9 @@ pub use handle::{MAX_CALL_DEPTH, ServiceHandle};
 pub use history::{Manifest, ManifestEntry};
 pub use loader::retained::RetiredLibrary;
 pub use loader::{BuildProfile, DEFAULT_MAX_PLUGIN_SIZE, PluginInfo};
+pub use metrics::{
+    CallCounts, DURATION_BOUNDS, Histogram, OperationMetrics, SLOTS, ServiceMetrics, VersionMetrics,
+};
 pub use names::{MAX_NAME_LEN, validate_name};
 pub use policy::{CanaryPolicy, ProbationPolicy, RestartPolicy, SwapStrategy};
 pub use retire::RETIRE_THREAD;

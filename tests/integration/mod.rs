@@ -11,6 +11,7 @@ mod handoff_stress;
 mod history;
 mod kv;
 mod lifecycle;
+mod metrics;
 mod panics;
 mod refusals;
 mod retire;

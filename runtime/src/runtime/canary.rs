@@ -123,6 +123,7 @@ impl Shared {
         );
         self.record_current(slot, &control);
         drop(control);
+        slot.metrics.swapped(started.elapsed());
         let automatic = only.is_some();
         tracing::info!(service = %slot.name, from = %from, to = %to, generation = %id, automatic, "canary promoted");
         self.hooks.events.emit(

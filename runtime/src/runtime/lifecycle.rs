@@ -110,6 +110,7 @@ impl Shared {
             info: RwLock::new(Arc::new(SlotInfo::of(&control))),
             shared: self.me.clone(),
             control: Mutex::new(control),
+            metrics: Default::default(),
         });
         {
             let mut services = self.services.write();
@@ -186,6 +187,11 @@ impl Shared {
             drop(generation);
             let _ = watch.wait_retired(self.config.stop_deadline);
             return Err(error);
+        }
+        // Counted for its service and version from its first call (health checks are not
+        // calls). A service being loaded has no slot yet; its instances start later.
+        if let Ok(slot) = self.slot(service) {
+            slot.metrics.track(generation.version(), generation.counters());
         }
         Ok(Arc::new(generation))
     }

@@ -32,6 +32,8 @@ pub(crate) struct Slot {
     pub(crate) shared: Weak<Shared>,
     /// Held for the whole of an operation on this service, so two never interleave.
     pub(super) control: Mutex<Control>,
+    /// Its calls per version, and its swaps and rollbacks.
+    pub(crate) metrics: crate::metrics::SlotMetrics,
 }
 
 #[derive(Debug)]
@@ -172,6 +174,7 @@ impl Slot {
                 }
             }),
             healthy: self.healthy.load(Ordering::Relaxed),
+            metrics: self.metrics.snapshot(),
         }
     }
 }

@@ -125,6 +125,10 @@ pub struct ServiceStatus {
     pub canary: Option<CanaryStatus>,
     /// The outcome of the last periodic health check (true before the first).
     pub healthy: bool,
+    /// Its calls per version (answered, failures, refusals, panics), and its swaps and
+    /// rollbacks with their durations: counters that only grow, for an embedding host to
+    /// export as it likes.
+    pub metrics: crate::ServiceMetrics,
 }
 
 /// A canary release, for operators.

@@ -220,6 +220,7 @@ impl Shared {
                 .send(SupervisorEvent::Probation { service: slot.name.clone(), probation });
         }
         let took = started.elapsed();
+        slot.metrics.swapped(took);
         tracing::info!(service = %slot.name, from = %from, to = %to, generation = %id, took = ?took, "service swapped");
         self.hooks.events.emit(
             &slot.name,
@@ -381,6 +382,7 @@ impl Shared {
         }
         drop(refusal);
         let took = started.elapsed();
+        slot.metrics.rolled_back(matches!(reason, RollbackReason::Automatic(_)), took);
         match &reason {
             RollbackReason::Manual => {
                 tracing::info!(service = %slot.name, from = %from, to = %to, generation = %id, took = ?took, "service rolled back")
