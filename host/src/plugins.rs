@@ -13,9 +13,8 @@
 //! ignores but which wakes it), and that pass acts only on the files that changed since it
 //! last acted on them, which is what a lost file-system event would leave behind. A rollback or
 //! a stop an operator made holds. (A fresh watcher would also take a service back to the
-//! directory's build, and, where one service has several builds in the directory, its first
-//! pass swaps in each of them in path order before the highest one wins.) Only when that file
-//! cannot be written, and without watching, is a reload a reconcile.
+//! directory's build.) Only when that file cannot be written, and without watching, is a reload
+//! a reconcile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};

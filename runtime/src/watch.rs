@@ -343,6 +343,11 @@ impl State {
 
     /// Installs the candidates, in as many passes as it takes for services that wait for one
     /// another (a pass that starts nothing ends it). Returns whether a file was incomplete.
+    ///
+    /// Each pass first loads every pending file, then installs them service by service, the
+    /// highest version first: once one of a service's builds is in service, its lower builds
+    /// are superseded, so that a directory holding several builds of a service brings in the
+    /// highest that passes the checks, and no other on the way.
     fn install_all(
         &mut self,
         shared: &Shared,
@@ -352,13 +357,13 @@ impl State {
         let mut incomplete = false;
         // What the scan saw of each candidate: the file installed must be that one.
         let scanned: BTreeMap<PathBuf, Identity> = candidates.iter().cloned().collect();
-        let mut identities = BTreeMap::new();
         let mut pending: Vec<PathBuf> =
             candidates.into_iter().map(|(p, _)| p).chain(retries).collect();
         let mut reported_waiting: BTreeSet<PathBuf> = BTreeSet::new();
         loop {
             let mut progress = false;
             let mut still: Vec<PathBuf> = Vec::new();
+            let mut loaded = Vec::new();
             for path in pending {
                 // Opened once here, and installed, hashed and remembered from that descriptor:
                 // what is marked done is exactly what was loaded or refused.
@@ -380,7 +385,29 @@ impl State {
                     continue;
                 }
                 self.files.entry(path.clone()).or_default().done = Some(identity);
-                identities.insert(path.clone(), identity);
+                match shared.load_for_install(&source) {
+                    Ok(plugin) => loaded.push((path, source, identity, plugin)),
+                    Err(error) => {
+                        incomplete |= self.refused(shared, path, &source, identity, error);
+                    }
+                }
+            }
+            // Service by service, the highest version first.
+            loaded.sort_by(|(_, _, _, a), (_, _, _, b)| {
+                let (a, b) = (a.info(), b.info());
+                a.service.cmp(&b.service).then(b.plugin_version.cmp(&a.plugin_version))
+            });
+            let mut in_service: BTreeSet<String> = BTreeSet::new();
+            for (path, source, identity, plugin) in loaded {
+                let (service, version) =
+                    (plugin.info().service.clone(), plugin.info().plugin_version.clone());
+                if in_service.contains(&service) {
+                    // A higher build of the service went in this pass.
+                    drop(plugin);
+                    self.waiting.remove(&path);
+                    self.note_service(&path, &service, &version);
+                    continue;
+                }
                 let superseded = |service: &str, version: &Version| {
                     self.files.iter().any(|(other, tracked)| {
                         *other != path
@@ -394,7 +421,11 @@ impl State {
                     development: self.options.development,
                     superseded: &superseded,
                 };
-                match shared.install(&source, &options) {
+                let outcome = shared.install_loaded(plugin, &options);
+                if outcome.is_ok() {
+                    in_service.insert(service);
+                }
+                match outcome {
                     Ok(Installed::Waiting { service, version, dependency }) => {
                         self.note_service(&path, &service, &version);
                         if self.waiting.insert(path.clone())
@@ -440,26 +471,8 @@ impl State {
                         self.waiting.remove(&path);
                         self.note_service(&path, &service, &version);
                     }
-                    Err(Error::Incomplete { reason, .. }) => {
-                        // Not acted on: looked at again on the next event or after SETTLE.
-                        incomplete = true;
-                        let tracked = self.files.entry(path.clone()).or_default();
-                        tracked.done = None;
-                        let identity = identities.get(&path).copied();
-                        if identity.is_some() && tracked.incomplete_reported != identity {
-                            tracked.incomplete_reported = identity;
-                            tracing::debug!(path = %path.display(), %reason, "plugin file still being written");
-                            self.emit(WatchEvent::Incomplete { path, reason });
-                        }
-                    }
                     Err(error) => {
-                        self.waiting.remove(&path);
-                        let limit = shared.config.max_plugin_size;
-                        let seen = source
-                            .hash(limit)
-                            .map(Seen::Content)
-                            .unwrap_or_else(|| Seen::Other(format!("{identity:?}")));
-                        self.reject(&path, seen, error);
+                        incomplete |= self.refused(shared, path, &source, identity, error);
                     }
                 }
             }
@@ -468,6 +481,37 @@ impl State {
             }
             pending = still;
         }
+    }
+
+    /// Handles a file whose load or install failed with `error`: one still being written is
+    /// looked at again (true), anything else is refused.
+    fn refused(
+        &mut self,
+        shared: &Shared,
+        path: PathBuf,
+        source: &Source,
+        identity: Identity,
+        error: Error,
+    ) -> bool {
+        if let Error::Incomplete { reason, .. } = error {
+            // Not acted on: looked at again on the next event or after SETTLE.
+            let tracked = self.files.entry(path.clone()).or_default();
+            tracked.done = None;
+            if tracked.incomplete_reported != Some(identity) {
+                tracked.incomplete_reported = Some(identity);
+                tracing::debug!(path = %path.display(), %reason, "plugin file still being written");
+                self.emit(WatchEvent::Incomplete { path, reason });
+            }
+            return true;
+        }
+        self.waiting.remove(&path);
+        let limit = shared.config.max_plugin_size;
+        let seen = source
+            .hash(limit)
+            .map(Seen::Content)
+            .unwrap_or_else(|| Seen::Other(format!("{identity:?}")));
+        self.reject(&path, seen, error);
+        false
     }
 
     /// Reports `error` for `path`, unless the same state was reported last.

@@ -387,7 +387,8 @@ fn in_development_mode_a_changed_build_of_the_same_version_is_swapped_in() {
 }
 
 /// Regression: two files declaring the same service ended on whichever came last in name
-/// order, a downgrade included.
+/// order, a downgrade included; and a first pass brought each in on the way to the highest
+/// (1.0 started, then swapped to 1.1). Now the highest starts, and the lower is never served.
 #[test]
 fn two_files_of_one_service_end_on_the_highest_version_whatever_their_names() {
     for (lower, higher) in [("a.so", "b.so"), ("b.so", "a.so")] {
@@ -398,8 +399,13 @@ fn two_files_of_one_service_end_on_the_highest_version_whatever_their_names() {
         let conflict = |events: &Receiver<WatchEvent>| loop {
             match next(events) {
                 WatchEvent::Conflict { service, files } => return (service, files),
-                WatchEvent::Started { .. } | WatchEvent::Swapped { .. } => continue,
-                other => panic!("{other:?}"),
+                WatchEvent::Started { service, version, .. } => {
+                    assert_eq!(
+                        (service.as_str(), version.to_string()),
+                        ("greeter", "1.1.0".into())
+                    );
+                }
+                other => panic!("only the highest build may go in: {other:?}"),
             }
         };
         let (_watcher, events) = setup.runtime.watch(&dir).unwrap();

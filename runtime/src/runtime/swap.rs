@@ -517,16 +517,24 @@ impl Shared {
 }
 
 impl Shared {
-    /// Brings the build `file` was opened on into service, whatever the service's situation: a new service
-    /// is loaded and started, a running one swapped (through the same gate as a manual swap),
-    /// one that is loaded but waits for a dependency is started. Used by the watcher.
-    pub(crate) fn install(
+    /// Checks and loads the build `file` was opened on, for the watcher, which then brings it
+    /// into service with [`Shared::install_loaded`].
+    pub(crate) fn load_for_install(
         &self,
         file: &crate::loader::file::Source,
+    ) -> Result<Plugin, Error> {
+        self.loader.load_opened(file).inspect_err(refused(None))
+    }
+
+    /// Brings a loaded build into service, whatever the service's situation: a new service is
+    /// loaded and started, a running one swapped (through the same gate as a manual swap), one
+    /// that is loaded but waits for a dependency is started. Used by the watcher.
+    pub(crate) fn install_loaded(
+        &self,
+        plugin: Plugin,
         options: &InstallOptions<'_>,
     ) -> Result<Installed, Error> {
         let started = Instant::now();
-        let plugin = self.loader.load_opened(file).inspect_err(refused(None))?;
         let service = plugin.info().service.clone();
         let version = plugin.info().plugin_version.clone();
         if (options.superseded)(&service, &version) {
