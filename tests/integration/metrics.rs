@@ -83,7 +83,6 @@ fn every_call_is_counted_once_for_the_version_that_answered_it() {
         counted.panics += version.counts.panics;
     }
     assert_eq!(counted, issued, "every call counted once, by how it ended");
-    assert!(metrics.versions.iter().all(|v| v.counts.calls > 0), "both versions answered");
     let operations = metrics.operations;
     assert_eq!((operations.swaps, operations.rollbacks_manual), (50, 50));
     assert_eq!(operations.rollbacks_automatic, 0);
