@@ -3,13 +3,12 @@
 //! is read and its counts checked against the calls the loop made, and a SIGTERM stops the host,
 //! which drains and exits 0.
 //!
-//! Run it with `cargo run --release -p graft-host --example tour`. It builds `graft-host` and
-//! `graft` into a target directory of their own (a nested cargo, so that it never waits for the
-//! lock of the one running it) and the plugins through the fixture catalog.
+//! Run it with `cargo run --release -p graft-host --example tour`. It builds `graft-host`, `graft`
+//! and the plugins through the fixture catalog (`graft_tests::host_binaries`), into a target
+//! directory of their own.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ const SWAPS: usize = 10;
 
 fn main() -> Result<(), Failure> {
     println!("building graft-host, graft and the example plugins ...");
-    let bin = build_binaries()?;
+    let bin = graft_tests::host_binaries()?;
     let dir = tempfile::tempdir()?;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(plugins.join("staged"))?;
@@ -125,23 +124,6 @@ fn main() -> Result<(), Failure> {
         return Err("the tour saw failed calls, miscounted calls or an unclean exit".into());
     }
     Ok(())
-}
-
-/// Builds `graft-host` and `graft` (release) into `<target>/graft-tour`; their directory.
-fn build_binaries() -> Result<PathBuf, Failure> {
-    let root = graft_tests::workspace_root();
-    let target = root.join("target").join("graft-tour");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "graft-host", "-p", "graft-cli"])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()?;
-    if !status.success() {
-        return Err("building graft-host and graft failed".into());
-    }
-    Ok(target.join("release"))
 }
 
 /// One HTTP/1.1 request on a connection of its own: the status and the body.

@@ -225,17 +225,9 @@ impl PluginDir {
         Ok(resolved)
     }
 
-    /// The `.so` paths the watcher looks at: the same rule as its own (no dotfiles).
+    /// The `.so` paths the watcher looks at, by its own rule.
     fn plugin_files(&self) -> BTreeSet<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return BTreeSet::new() };
-        entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !name.starts_with('.') && path.extension().is_some_and(|e| e == "so")
-            })
-            .collect()
+        graft_runtime::watched_files(&self.dir)
     }
 }
 

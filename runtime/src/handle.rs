@@ -110,6 +110,19 @@ impl ServiceHandle {
         self.dispatch(method, input, output)
     }
 
+    /// [`ServiceHandle::call`] without counting the call in the service's metrics: only for the
+    /// `calls/runtime_uncounted` benchmark, the baseline that shows what counting costs.
+    #[doc(hidden)]
+    #[inline]
+    pub fn call_uncounted(
+        &self,
+        method: &str,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.dispatch(crate::generation::Uncounted(method), input, output)
+    }
+
     #[inline(always)]
     fn dispatch<M: CallKind>(
         &self,

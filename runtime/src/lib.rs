@@ -115,7 +115,7 @@ pub use runtime::{
     LoadReport, Runtime, RuntimeBuilder, ServiceState, ServiceStatus, StopReport, SwapReport,
 };
 pub use typed::{InterfaceInfo, MethodInfo};
-pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher};
+pub use watch::{SETTLE, WatchEvent, WatchOptions, Watcher, watched_files};
 
 /// A typed client's error on the host: the service's own error `E`, or the runtime's.
 pub type ClientError<E> = graft_plugin_api::ClientError<E, Error>;

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use graft_plugin_api::typed::{Client, Interface, Transport};
+use graft_plugin_api::typed::{Interface, Transport};
 use semver::Version;
 
 use crate::Error;
@@ -191,11 +191,6 @@ impl Transport for ServiceHandle {
     ) -> Result<(), Error> {
         ServiceHandle::call_method(self, method, input, output)
     }
-}
-
-/// The typed client type `C` of a service, over the host's handle.
-pub(crate) fn client<C: Client<ServiceHandle>>(handle: ServiceHandle) -> C {
-    C::with_transport(handle)
 }
 
 #[cfg(test)]

@@ -558,19 +558,23 @@ impl State {
         let _ = self.events.send(event);
     }
 
-    /// The `.so` paths of the directory, whatever is at them (dotfiles excluded: a build tool's
-    /// temporary file).
     fn plugin_files(&self) -> BTreeSet<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return BTreeSet::new() };
-        entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !name.starts_with('.') && path.extension().is_some_and(|e| e == "so")
-            })
-            .collect()
+        watched_files(&self.dir)
     }
+}
+
+/// The files a [`Watcher`] of `dir` looks at: the `.so` paths in it, whatever is at them
+/// (dotfiles excluded: a build tool's temporary file; subdirectories are not looked into).
+pub fn watched_files(dir: &Path) -> BTreeSet<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && path.extension().is_some_and(|e| e == "so")
+        })
+        .collect()
 }
 
 /// A description of what is at `path` when opening it failed with `error`, or `None` if

@@ -134,7 +134,7 @@ fn a_patch_bump_that_adds_a_method_is_refused_naming_it() {
 fn a_build_older_than_the_hosts_client_is_refused_at_load_and_rollback() {
     let setup = Setup::with(quiet());
     let runtime = &setup.runtime;
-    runtime.expect::<dyn graft_kv_interface::Kv>("kv").unwrap();
+    runtime.require_interface::<dyn graft_kv_interface::Kv>("kv").unwrap();
     let error = runtime.load(graft_tests::path(Fixture::Kv2_0).unwrap()).unwrap_err();
     assert_eq!(incompatible(&error), ("keys", Some("fn()->Vec<String>"), None));
     assert!(runtime.handle("kv").is_err(), "nothing was loaded");

@@ -324,6 +324,36 @@ pub fn copy_to(fixture: Fixture, dir: &Path, name: &str) -> Result<PathBuf, Buil
     Ok(target)
 }
 
+/// The directory holding `graft-host` and `graft` (the CLI), built optimised once per process
+/// into the fixtures' target directory (never the outer cargo's, whose lock may be held): for
+/// the operator's tour and the admin API's benchmark.
+pub fn host_binaries() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target = fixture_target(&root);
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet", "--profile", "plugin", "-p", "graft-host"])
+                .args(["-p", "graft-cli", "--target-dir"])
+                .arg(&target)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .map_err(|e| BuildError(format!("running cargo: {e}")))?;
+            if !output.status.success() {
+                return Err(BuildError(format!(
+                    "building graft-host and graft: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            Ok(target.join("plugin"))
+        })
+        .clone()
+}
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()

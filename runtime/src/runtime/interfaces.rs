@@ -12,7 +12,11 @@ impl Shared {
     /// Checks the build `slot` runs (or will start), and its canary if one is released,
     /// against `interface`, and remembers the interface for the service. Both under the
     /// service's lock, so that no swap slips in between.
-    pub(super) fn expect(&self, slot: &Slot, interface: InterfaceInfo) -> Result<(), Error> {
+    pub(super) fn require_interface(
+        &self,
+        slot: &Slot,
+        interface: InterfaceInfo,
+    ) -> Result<(), Error> {
         let control = slot.control.lock();
         check_client(&slot.name, &interface, control.plugin.info())?;
         if let Some(canary) = &control.canary {

@@ -96,7 +96,7 @@ pub(crate) struct Shared {
     /// starts). Taken after a control lock, never before one, and never held across plugin code.
     dependency_lock: Mutex<()>,
     /// The typed interfaces the host's clients of each service were compiled against
-    /// ([`Runtime::client`], [`Runtime::expect`]): every later load, swap and rollback of the
+    /// ([`Runtime::client`], [`Runtime::require_interface`]): every later load, swap and rollback of the
     /// service is checked against each.
     interfaces: RwLock<HashMap<String, crate::typed::Expected>>,
 }
@@ -442,7 +442,7 @@ impl Runtime {
     /// The build the service runs (or will start) is checked first: it must implement the
     /// client's interface, and have each of its methods with the same signature, or this fails
     /// with [`Error::IncompatibleMethod`] (or [`Error::UntypedBuild`], [`Error::InterfaceMismatch`]).
-    /// The interface is then remembered for the service, as [`Runtime::expect`] does: a later
+    /// The interface is then remembered for the service, as [`Runtime::require_interface`] does: a later
     /// swap, replace or rollback to a build that lacks one of those methods, or changed its
     /// signature, is refused with the same error, so the client keeps working whatever the
     /// service is swapped to.
@@ -452,21 +452,21 @@ impl Runtime {
     ) -> Result<C, Error> {
         let slot = self.shared.slot(service)?;
         let interface = crate::InterfaceInfo::of::<C::Interface>()?;
-        self.shared.expect(&slot, interface)?;
-        Ok(crate::typed::client(ServiceHandle::new(slot)))
+        self.shared.require_interface(&slot, interface)?;
+        Ok(C::with_transport(ServiceHandle::new(slot)))
     }
 
     /// Declares that the host calls `service` through interface `I` (`dyn Trait`), before or
     /// after the service is loaded: its load (if it comes later), every swap, replace and
     /// rollback are refused when the build lacks one of `I`'s methods or changed its signature
     /// ([`Error::IncompatibleMethod`]). A loaded service's build is checked at once.
-    pub fn expect<I: ?Sized + graft_plugin_api::typed::Interface>(
+    pub fn require_interface<I: ?Sized + graft_plugin_api::typed::Interface>(
         &self,
         service: &str,
     ) -> Result<(), Error> {
         let interface = crate::InterfaceInfo::of::<I>()?;
         match self.shared.slot(service) {
-            Ok(slot) => self.shared.expect(&slot, interface),
+            Ok(slot) => self.shared.require_interface(&slot, interface),
             Err(Error::UnknownService { .. }) => {
                 self.shared.remember_interface(service, interface);
                 Ok(())

@@ -2,7 +2,8 @@
 //! method through `POST /v1/services/greeter/call`) beside `http/healthz` (a bare request to
 //! the same server), both over one kept-alive loopback connection to a `graft-host` child.
 //!
-//! Run with `cargo bench -p graft-host`.
+//! Run with `cargo bench -p graft-benches --bench http`. It builds `graft-host` through the
+//! fixture catalog (`graft_tests::host_binaries`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -36,7 +37,8 @@ fn start() -> Host {
         .expect("a free port")
         .port();
     let address = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_graft-host"))
+    let binaries = graft_tests::host_binaries().expect("building graft-host");
+    let child = Command::new(binaries.join("graft-host"))
         .args(["--plugins", &plugins.to_string_lossy()])
         .args(["--state", &dir.path().join("state").to_string_lossy()])
         .args(["--listen", &address])
